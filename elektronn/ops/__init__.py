@@ -1,0 +1,40 @@
+"""PyTensor Ops that PyTensor 3 no longer ships: convolution, pooling and max-fragment pooling.
+
+Layout convention: ``(batch, channels, *spatial)``; pooling and MFP act on the trailing axes.
+Every Op validates its inputs (``ValueError`` naming the argument), infers shapes, has a
+gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  The convolutions run on
+compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch`` registers
+JAX implementations of every Op for PyTensor's JAX mode (GPU).
+"""
+
+from elektronn.ops.conv import Conv, ConvGradInput, ConvGradWeights, conv, conv2d, conv3d
+from elektronn.ops.mfp import (
+    DenseToFragments,
+    FragmentsToDense,
+    MaxFragmentPool,
+    MaxFragmentPoolGrad,
+    fragment_offsets,
+    fragments_to_dense,
+    max_fragment_pool,
+)
+from elektronn.ops.pool import Pool, PoolGrad, maxout, pool
+
+__all__ = [
+    "Conv",
+    "ConvGradInput",
+    "ConvGradWeights",
+    "conv",
+    "conv2d",
+    "conv3d",
+    "Pool",
+    "PoolGrad",
+    "pool",
+    "maxout",
+    "MaxFragmentPool",
+    "MaxFragmentPoolGrad",
+    "max_fragment_pool",
+    "FragmentsToDense",
+    "DenseToFragments",
+    "fragments_to_dense",
+    "fragment_offsets",
+]

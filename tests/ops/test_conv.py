@@ -1,0 +1,133 @@
+"""Convolution Ops against scipy and numpy references, with gradient checks."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.gradient import verify_grad
+from scipy.signal import convolve
+
+from elektronn import backend, ops
+from elektronn.ops import _kernels, reference
+
+CASES = [  # (batch, in_ch, out_ch, spatial, kernel)
+    (2, 3, 4, (9, 11), (3, 2)),
+    (1, 2, 5, (5, 8, 7), (2, 3, 4)),
+    (3, 1, 2, (4, 6, 5), (1, 3, 3)),
+    (1, 4, 3, (20, 33), (5, 1)),
+]
+
+
+def scipy_conv(x, w):
+    """Multi-channel valid true convolution, one scipy call per (example, filter, channel)."""
+    out = [
+        [sum(convolve(x[n, c], w[o, c], mode="valid") for c in range(x.shape[1]))
+         for o in range(w.shape[0])]
+        for n in range(x.shape[0])
+    ]
+    return np.array(out, dtype=np.float32)
+
+
+@pytest.mark.parametrize("bs, ic, oc, sp, k", CASES)
+def test_conv_matches_scipy(rng, bs, ic, oc, sp, k):
+    x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
+    w = rng.standard_normal((oc, ic, *k)).astype(np.float32)
+    xs, ws = pt.tensor("x", shape=(None,) * x.ndim), pt.tensor("w", shape=(None,) * x.ndim)
+    f = pytensor.function([xs, ws], ops.conv(xs, ws), mode=backend.get_mode())
+    np.testing.assert_allclose(f(x, w), scipy_conv(x, w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reference.conv(x, w), scipy_conv(x, w), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bs, ic, oc, sp, k", CASES)
+def test_kernels_match_reference(rng, bs, ic, oc, sp, k):
+    if _kernels.kernel_library() is None:
+        pytest.skip("C kernels unavailable")
+    x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
+    w = rng.standard_normal((oc, ic, *k)).astype(np.float32)
+    osh = tuple(s - kk + 1 for s, kk in zip(sp, k))
+    g = rng.standard_normal((bs, oc, *osh)).astype(np.float32)
+    np.testing.assert_allclose(_kernels.corr(x, w), reference.corr(x, w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
+    )
+
+
+def test_kernels_long_rows_and_tails(rng):
+    """Sizes that exercise full vector blocks, the scalar tail and many output channels."""
+    if _kernels.kernel_library() is None:
+        pytest.skip("C kernels unavailable")
+    x = rng.standard_normal((2, 5, 13, 150)).astype(np.float32)
+    w = rng.standard_normal((11, 5, 3, 4)).astype(np.float32)
+    g = rng.standard_normal((2, 11, 11, 147)).astype(np.float32)
+    np.testing.assert_allclose(_kernels.corr(x, w), reference.corr(x, w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        _kernels.corr_weights(x, g, (3, 4)), reference.corr_weights(x, g, (3, 4)),
+        rtol=1e-4, atol=1e-3,
+    )
+
+
+def test_gradients_match_numpy(rng):
+    x = rng.standard_normal((2, 3, 6, 5, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 2, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 4, 5, 3, 5)).astype(np.float32)
+    xs, ws = pt.tensor5("x"), pt.tensor5("w")
+    cost = (ops.conv(xs, ws) * g).sum()
+    f = pytensor.function([xs, ws], pytensor.grad(cost, [xs, ws]), mode=backend.get_mode())
+    gx, gw = f(x, w)
+    np.testing.assert_allclose(gx, reference.conv_grad_input(g, w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw, reference.conv_grad_weights(x, g), rtol=1e-4, atol=1e-3)
+    # the references themselves: finite differences of the plain numpy convolution
+    eps, i = 1e-2, (1, 2, 3, 1, 4)
+    xp = x.astype(np.float64)
+    xp[i] += eps
+    num = ((reference.conv(xp.astype(np.float32), w) - reference.conv(x, w)) * g).sum() / eps
+    assert abs(num - gx[i]) < 5e-2 * max(1, abs(num))
+
+
+def _verify(fn, inputs, rng):
+    verify_grad(fn, inputs, rng=rng, eps=1e-2, abs_tol=2e-2, rel_tol=2e-2, mode=backend.get_mode())
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_verify_grad_all_three_ops(rng, nd):
+    sp, k = ((6, 5, 4), (2, 3, 2)) if nd == 3 else ((7, 6), (3, 2))
+    o = tuple(s - kk + 1 for s, kk in zip(sp, k))
+    x = rng.standard_normal((2, 3, *sp)).astype(np.float32)
+    w = rng.standard_normal((2, 3, *k)).astype(np.float32)
+    g = rng.standard_normal((2, 2, *o)).astype(np.float32)
+    _verify(lambda a, b: ops.Conv()(a, b), [x, w], rng)
+    _verify(lambda a, b: ops.ConvGradInput()(a, b), [g, w], rng)
+    _verify(lambda a, b: ops.ConvGradWeights()(a, b), [x, g], rng)
+
+
+def test_static_shapes_and_infer_shape(rng):
+    x = pt.tensor("x", shape=(2, 3, 9, 11))
+    w = pt.tensor("w", shape=(4, 3, 3, 2))
+    y = ops.conv2d(x, w)
+    assert y.type.shape == (2, 4, 7, 10)
+    xd, wd = pt.tensor4("xd"), pt.tensor4("wd")
+    shp = pytensor.function([xd, wd], ops.conv(xd, wd).shape, mode=backend.get_mode())
+    xv = np.zeros((2, 3, 9, 11), np.float32)
+    wv = np.zeros((4, 3, 3, 2), np.float32)
+    assert tuple(shp(xv, wv)) == (2, 4, 7, 10)
+    # the shape graph must not run the convolution
+    assert not any(isinstance(n.op, ops.Conv) for n in shp.maker.fgraph.apply_nodes)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="filter axis 3 .* larger than input"):
+        ops.conv(pt.tensor("x", shape=(1, 1, 5, 2)), pt.tensor("w", shape=(1, 1, 3, 3)))
+    with pytest.raises(ValueError, match="input has 2 channels but filters expects 3"):
+        ops.conv(pt.tensor("x", shape=(1, 2, 5, 5)), pt.tensor("w", shape=(1, 3, 3, 3)))
+    with pytest.raises(ValueError, match="filters must have 4 dimensions"):
+        ops.conv(pt.tensor4("x"), pt.tensor5("w"))
+    with pytest.raises(ValueError, match="input must have dtype float32"):
+        ops.conv(pt.tensor4("x", dtype="float64"), pt.tensor4("w"))
+    with pytest.raises(ValueError, match="input must have at least 3 dimensions"):
+        ops.conv(pt.matrix("x"), pt.matrix("w"))
+    with pytest.raises(ValueError, match="5 dimensions"):
+        ops.conv3d(pt.tensor4("x"), pt.tensor4("w"))
+    xs, ws = pt.tensor4("x"), pt.tensor4("w")
+    f = pytensor.function([xs, ws], ops.conv(xs, ws), mode=backend.get_mode())
+    with pytest.raises(ValueError, match="do not fit input"):
+        f(np.zeros((1, 1, 2, 2), np.float32), np.zeros((1, 1, 3, 3), np.float32))
