@@ -5,15 +5,15 @@ differences between the copies.  Here one function per loss serves all layers; t
 differences that the original's numerics depend on are explicit options, so that each layer
 method is a thin caller:
 
-=================  ==============================  ==========================================
-layer              NLL call                         returned "instance"
-=================  ==============================  ==========================================
-``ConvLayer3d``    ``nll(P, y, ...)``               the scalar loss itself
-``ConvLayer2d``    ``nll(P, y, ..., dn_count=       per-pixel loss ``(bs, x, y)``
-                   "pairs", instance="pixels")``
-``Perceptron``     ``nll(P, y, cw, ...,             per-example, per-class ``(bs, K)``
+=================  ======================================  ==================================
+layer              NLL call                                returned "instance"
+=================  ======================================  ==================================
+``ConvLayer3d``    ``nll(P, y, cw, ew, ml, mn, t)``        the scalar loss itself
+``ConvLayer2d``    ``nll(P, y, cw, ew, ml, mn, t,          per-pixel loss ``(bs, x, y)``
+                   dn_count="pairs", instance="pixels")``
+``Perceptron``     ``nll(P, y, cw, label_prop_thresh=t,    per-example, per-class ``(bs, K)``
                    instance="classes")``
-=================  ==============================  ==========================================
+=================  ======================================  ==================================
 
 Layouts: class probabilities ``P`` are ``(bs, K, *spatial)`` (``(bs, K)`` for perceptrons,
 ``(bs, K, x, y)`` for 2-D and ``(bs, K, z, x, y)`` for 3-D conv layers); integer labels ``y`` are

@@ -1,0 +1,604 @@
+"""``MixedConvNN``: build a network layer by layer, compile it, train it, predict with it.
+
+The class keeps the API of ELEKTRONN 1.0; the work is done by the layer modules, the loss
+module (:mod:`elektronn.net.losses`), the optimisers (:mod:`elektronn.net.optimizer`), dense
+prediction (:mod:`elektronn.net.prediction`) and the parameter files
+(:mod:`elektronn.net.paramfile`).
+"""
+
+import logging
+import time
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from elektronn.net import paramfile
+from elektronn.net._functions import Arg, CheckedFunction
+from elektronn.net._graph import RandomStreams, compile_function
+from elektronn.net.convlayer2d import ConvLayer2d
+from elektronn.net.convlayer3d import AffinityLayer3d, ConvLayer3d, MalisLayer
+from elektronn.net.perceptronlayer import PerceptronLayer, RecurrentLayer
+
+__all__ = ["MixedConvNN"]
+
+logger = logging.getLogger("elektronn")
+
+TARGETS = ("nll", "nll_weak", "regression", "affinity", "malis", "nll_mutiple_binary")
+
+
+def _printOps(n):
+    """Format a count of operations like ELEKTRONN 1.0 (``'Computational Cost: 1.2 Giga Ops'``)."""
+    for factor, unit in ((1e12, "Tera Ops"), (1e9, "Giga Ops"), (1e6, "Mega Ops"),
+                         (1e3, "kilo Ops")):
+        if n >= factor:
+            break
+    return f"Computational Cost: {n / factor:.1f} {unit}"
+
+
+def _expand(value, n_dim, name):
+    """Expand a scalar to ``n_dim`` ints; check the length of a sequence."""
+    vals = [value] * n_dim if np.ndim(value) == 0 else list(value)
+    if len(vals) != n_dim or any(int(v) < 1 for v in vals):
+        raise ValueError(f"{name} must be a positive int or {n_dim} positive ints, got {value!r}")
+    return tuple(int(v) for v in vals)
+
+
+class MixedConvNN:
+    """A network of 2-D/3-D conv layers, perceptron layers and/or a recurrent layer.
+
+    Parameters
+    ----------
+    input_size : int or tuple of int
+        Spatial size of the input: ``(x, y)`` for 2-D, ``(z, x, y)`` for 3-D, ``(features,)`` or
+        an int for an MLP / RNN.
+    input_depth : int, optional
+        Number of input channels (1 when None for images); for an RNN the number of time steps
+        (None: the RNN broadcasts a ``(bs, features)`` input over ``iterations``).
+    batch_size : int, optional
+        Fixed batch size (None: any batch size).
+    enable_dropout : bool
+        Allow dropout in the layers (drop rates set with :meth:`setDropoutRates`).
+    recurrent : bool
+        Build an RNN input ``(bs, time, features)``.
+    dimension_calc : CNNCalculator, optional
+        The calculator the architecture was designed with; :meth:`predictDense` takes its offset.
+    seed : int, optional
+        Seed of the net's random numbers (initial weights, dropout, noise).  Without it the seed
+        is drawn from numpy's global random state, so ``np.random.seed`` reproduces runs as in
+        ELEKTRONN 1.0.
+
+    Examples
+    --------
+    >>> cnn = MixedConvNN((28, 28), input_depth=1, batch_size=4)
+    >>> cnn.addConvLayer(10, 5, pool_shape=2, activation_func="abs")
+    >>> cnn.addPerceptronLayer(10, activation_func="abs")
+    >>> cnn.compileOutputFunctions(target="nll")
+    >>> cnn.class_probabilities(np.zeros((4, 1, 28, 28), "float32")).shape
+    (4, 10)
+
+    Layouts: 2-D data ``(bs, ch, x, y)``, 3-D data ``(bs, z, ch, x, y)`` with ``input_size``
+    given as ``(z, x, y)``, MLP data ``(bs, features)``, RNN data ``(bs, time, features)``.
+    """
+
+    def __init__(self, input_size=None, input_depth=None, batch_size=None, enable_dropout=False,
+                 recurrent=False, dimension_calc=None, seed=None):
+        try:
+            input_size = tuple(int(s) for s in input_size)
+        except TypeError:
+            input_size = (int(input_size),)
+        self.n_dim = len(input_size)
+        if self.n_dim not in (1, 2, 3) or min(input_size) < 1:
+            raise ValueError(f"input_size must be 1 to 3 positive ints, got {input_size}")
+        if recurrent and self.n_dim != 1:
+            raise ValueError("a recurrent net needs a 1-D input_size (features,)")
+        if self.n_dim > 1 and input_depth is None:
+            input_depth = 1
+            logger.info("input_depth was None, set to 1")
+        self.batch_size = batch_size
+        self.patch_size = np.array(input_size)
+        self.dimension_calc = dimension_calc
+        self._enable_dropout = bool(enable_dropout)
+        self._recurrent = bool(recurrent)
+        seed = int(np.random.randint(2**31)) if seed is None else int(seed)
+        self.rng = np.random.default_rng(seed)
+        self._streams = RandomStreams(seed)
+
+        bs = batch_size
+        if self.n_dim == 1:
+            self.input_shape = ((bs, input_depth, input_size[0]) if input_depth is not None
+                                else (bs, input_size[0]))
+        elif self.n_dim == 2:
+            self.input_shape = (bs, input_depth) + input_size
+        else:
+            self.input_shape = (bs, input_size[0], input_depth, input_size[1], input_size[2])
+        name = "x_rnn_input" if recurrent else "x_cnn_input"
+        self._x = pt.tensor(name, dtype="float32", shape=self.input_shape)
+        self._layer0_input = self._x
+
+        self.layers, self.poolings, self.params = [], [], []
+        self._output_layers, self._autoencoder_chains, self._last_grads = [], [], []
+        self.debug_functions, self.debug_conv_output, self.debug_gradients_function = [], [], []
+        self.CG_timeline = []
+        self.n_lab = self.output_strides = self.output_shape = None
+        self.mfp_strides = self.mfp_offsets = None
+        self.TotalForwardPassCost = 0
+        self._atleast_single_mfp = False
+        self._y, self._y_aux = None, []
+        self._optimizers = {}
+        self._compiled = False
+        self.SGD_LR = pytensor.shared(np.float32(0.09), name="SGD_LR")
+        self.SGD_momentum = pytensor.shared(np.float32(0.9), name="SGD_momentum")
+        self.global_weightdecay = pytensor.shared(np.float32(0), name="weight_decay")
+        self._SGD_params = {"LR": self.SGD_LR, "momentum": self.SGD_momentum}
+        self._RPROP_params, self._CG_params, self._LBFGS_params, self._Adam_params = {}, {}, {}, {}
+        self.t_init = time.time()
+        logger.info("-" * 60 + "\nInput shape   =  %s ; This is a %i dimensional NN\n---",
+                    self.input_shape, self.n_dim)
+
+    # --- building --------------------------------------------------------------------------------
+    @property
+    def _rng_updates(self):
+        return self._streams.updates
+
+    def _last_output(self):
+        if self.layers:
+            return self.layers[-1].output, self.layers[-1].output_shape
+        return self._layer0_input, self.input_shape
+
+    def addConvLayer(self, nof_filters=None, filter_size=None, pool_shape=2, activation_func="tanh",
+                     add_in_output_layers=False, force_no_dropout=False,
+                     use_fragment_pooling=False, reshape=False, is_last_layer=False,
+                     layer_input_shape=None, layer_input=None, W=None, b=None,
+                     pooling_mode="max", affinity=False):
+        """Append a conv layer: convolution, pooling (plain or MFP), dropout, bias, activation.
+
+        Parameters
+        ----------
+        nof_filters : int
+            Number of filters (output channels).
+        filter_size : int or tuple
+            Filter size; ``(fz, fx, fy)`` in 3-D (scalars are used for every axis).
+        pool_shape : int or tuple
+            Pooling factors per axis (1: no pooling).
+        activation_func : str
+            ``'tanh'``, ``'relu'``, ``'sigmoid'``, ``'abs'``, ``'linear'`` or ``'maxout <r>'``.
+        add_in_output_layers : bool
+            Put the layer in ``_output_layers`` instead of ``layers``.
+        force_no_dropout : bool
+            No dropout in this layer even if the net has dropout enabled.
+        use_fragment_pooling : bool
+            Max-fragment pooling: the net computes all pooling phases at once (batch size 1).
+        reshape : bool
+            Reshape ``class_probabilities`` to ``(bs, classes, x, y[, z])`` (set for the last layer).
+        is_last_layer : bool
+            Sets ``reshape``, no dropout, and MFP if an earlier layer used MFP.
+        layer_input_shape, layer_input : optional
+            Use another input than the previous layer's output.
+        W, b : ndarray or TensorVariable, optional
+            Initial values or shared variables (weight sharing).
+        pooling_mode : {'max', 'maxabs'}
+        affinity : bool or 'malis'
+            3-D only: build an :class:`AffinityLayer3d` (or a :class:`MalisLayer`).
+        """
+        if self.n_dim == 1:
+            raise ValueError("addConvLayer needs a 2-D or 3-D net (input_size with 2 or 3 axes)")
+        if self.layers and isinstance(self.layers[-1], PerceptronLayer | RecurrentLayer):
+            raise ValueError("a conv layer cannot follow a perceptron or recurrent layer")
+        if nof_filters is None or filter_size is None:
+            raise ValueError("addConvLayer needs nof_filters and filter_size")
+        fsize = _expand(filter_size, self.n_dim, "filter_size")
+        pool = _expand(pool_shape, self.n_dim, "pool_shape")
+        if is_last_layer:
+            reshape, force_no_dropout = True, True
+            use_fragment_pooling = use_fragment_pooling or self._atleast_single_mfp
+        if use_fragment_pooling:
+            if self.batch_size is not None and self.batch_size > 1:
+                raise ValueError("max-fragment pooling needs batch_size 1 (its fragments are "
+                                 f"stacked on the batch axis), got batch_size={self.batch_size}")
+            self._atleast_single_mfp = True
+        if layer_input is not None:
+            inp, insh = layer_input, tuple(layer_input_shape)
+        else:
+            inp, insh = self._last_output()
+        if self.n_dim == 3 and insh[0] is None:
+            insh = (1,) + tuple(insh[1:])
+        index = len(self.layers)
+        ch = insh[1] if self.n_dim == 2 else insh[2]
+        spatial = insh[2:] if self.n_dim == 2 else (insh[1], insh[3], insh[4])
+        self._check_sizes(index, spatial, fsize, pool, use_fragment_pooling)
+        filter_shape = ((int(nof_filters), ch) + fsize if self.n_dim == 2 else
+                        (int(nof_filters), fsize[0], ch, fsize[1], fsize[2]))
+        kwargs = dict(input_layer=self.layers[-1] if self.layers else None, W=W, b=b,
+                      pooling_mode=pooling_mode, rng=self.rng, streams=self._streams)
+        args = (inp, insh, filter_shape, pool, activation_func,
+                self._enable_dropout and not force_no_dropout, use_fragment_pooling, reshape,
+                self.mfp_offsets, self.mfp_strides)
+        if affinity:
+            if self.n_dim != 3:
+                raise ValueError("affinity layers need a 3-D net")
+            layer = (MalisLayer if affinity == "malis" else AffinityLayer3d)(*args, **kwargs)
+        else:
+            layer = (ConvLayer2d if self.n_dim == 2 else ConvLayer3d)(*args, **kwargs)
+
+        (self._output_layers if add_in_output_layers else self.layers).append(layer)
+        self.poolings.append(pool)
+        self.mfp_offsets, self.mfp_strides = layer.mfp_offsets, layer.mfp_strides
+        if reshape:
+            self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,) * (self.n_dim + 1))
+        conv_sizes = [s - f + 1 for s, f in zip(spatial, fsize)]
+        cost = (insh[0] or 1) * int(np.prod(filter_shape)) * int(np.prod(conv_sizes))
+        self.TotalForwardPassCost += cost
+        logger.info("%s\nParameter Count: %i", _printOps(cost),
+                    sum(int(np.prod(p.get_value().shape)) for p in layer.params
+                        if hasattr(p, "get_value")))
+
+    @staticmethod
+    def _check_sizes(index, spatial, fsize, pool, mfp):
+        """Clear errors for sizes the layer cannot process (before any graph is built)."""
+        for axis, (s, f, p) in enumerate(zip(spatial, fsize, pool)):
+            out = s - f + 1
+            where = f"conv layer {index}, axis {axis}"
+            if out < 1:
+                raise ValueError(f"{where}: filter size {f} is larger than the input size {s}")
+            if mfp and p > 1 and (out - p + 1) % p:
+                raise ValueError(
+                    f"{where}: max-fragment pooling by {p} needs a conv output of the form "
+                    f"k*{p}+{p - 1}, got {out} (input {s}, filter {f}); choose the input size "
+                    "with CNNCalculator(..., MFP=...)")
+            if not mfp and out % p:
+                raise ValueError(
+                    f"{where}: pooling by {p} needs a conv output divisible by {p}, got {out} "
+                    f"(input {s}, filter {f}); choose the input size with CNNCalculator")
+
+    def addPerceptronLayer(self, n_outputs=10, activation_func="tanh", enable_input_noise=False,
+                           add_in_output_layers=False, force_no_dropout=False, W=None, b=None):
+        """Append a fully connected layer (conv outputs are flattened first).
+
+        ``enable_input_noise`` adds Gaussian noise of std 0.2 to the layer input (the std is the
+        shared variable ``layer.input_noise``).
+        """
+        inp, insh = self._last_output()
+        if len(insh) > 2:
+            if self._recurrent and not self.layers:
+                raise ValueError("a recurrent net needs addRecurrentLayer before perceptrons")
+            inp = inp.flatten(2)
+            insh = (insh[0], int(np.prod(insh[1:])))
+        layer = PerceptronLayer(
+            inp, insh[1], n_outputs, insh[0],
+            self._enable_dropout and not force_no_dropout, activation_func,
+            input_noise=0.2 if enable_input_noise else None,
+            input_layer=self.layers[-1] if self.layers else None, W=W, b=b, rng=self.rng,
+            streams=self._streams)
+        (self._output_layers if add_in_output_layers else self.layers).append(layer)
+        self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,))
+        self.TotalForwardPassCost += (insh[0] or 1) * insh[1] * int(n_outputs)
+
+    def addRecurrentLayer(self, n_hid=None, activation_func="tanh", iterations=None):
+        """Append an Elman RNN layer over ``(bs, time, features)``; its output is the last state.
+
+        A ``(bs, features)`` input (``input_depth=None``) is repeated over ``iterations`` steps.
+        """
+        if n_hid is None:
+            raise ValueError("addRecurrentLayer needs n_hid")
+        inp, insh = self._last_output()
+        if len(insh) == 2:
+            if not isinstance(iterations, int) or iterations < 1:
+                raise ValueError("a (bs, features) input needs an int 'iterations' to broadcast "
+                                 "over time")
+            inp = pt.repeat(inp[:, None, :], iterations, axis=1)
+            insh = (insh[0], iterations, insh[1])
+            logger.info("Recurrence with broadcasted input")
+        elif len(insh) != 3:
+            raise ValueError(f"addRecurrentLayer needs a 2-D or 3-D input, got shape {insh}")
+        layer = RecurrentLayer(inp, insh[2], n_hid, insh[0], activation_func, rng=self.rng)
+        self.layers.append(layer)
+        self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,))
+
+    def addTiedAutoencoderChain(self, n_layers=None, force_no_dropout=False,
+                                activation_func="tanh", input_noise=0.3, tie_W=True):
+        """Mirror the first ``n_layers`` perceptron layers into a decoder chain.
+
+        With ``tie_W`` the decoders use the transposed encoder weights (their biases are not
+        trained, as in ELEKTRONN 1.0).  ``n_layers`` None, 0 or negative means all layers.
+        The first decoder adds Gaussian noise of std ``input_noise`` to its input.
+        """
+        n = len(self.layers) if not n_layers or n_layers < 0 else int(n_layers)
+        if not 0 < n <= len(self.layers):
+            raise ValueError(f"n_layers must be at most the {len(self.layers)} layers, got {n}")
+        chain, prev = [], self.layers[n - 1]
+        for i in range(n - 1, -1, -1):
+            enc = self.layers[i]
+            layer = PerceptronLayer(
+                prev.output, prev.output_shape[1], enc.n_in, prev.output_shape[0],
+                self._enable_dropout and not force_no_dropout, activation_func,
+                input_noise=input_noise if not chain else None, input_layer=prev,
+                W=enc.W.T if tie_W else None, rng=self.rng, streams=self._streams)
+            chain.append(layer)
+            prev = layer
+        self._autoencoder_chains += chain
+        self._y = pt.tensor("y_cnn_labels", dtype="float32", shape=(None, None))
+
+    # --- compiling -------------------------------------------------------------------------------
+    def _data_arg(self):
+        return Arg("data", self.input_shape, "float32")
+
+    def compileOutputFunctions(self, target="nll", use_class_weights=False,
+                               use_example_weights=False, use_lazy_labels=False,
+                               use_label_prop=False, only_forward=False):
+        """Build the loss and compile ``get_loss``, ``get_error`` and ``class_probabilities``.
+
+        Parameters
+        ----------
+        target : str
+            ``'nll'``, ``'nll_weak'``, ``'regression'``, ``'affinity'``, ``'malis'`` or
+            ``'nll_mutiple_binary'``.
+        use_class_weights, use_example_weights, use_lazy_labels, use_label_prop : bool
+            Add the matching auxiliary inputs; the compiled functions then take
+            ``(data, labels, *aux)`` with aux in the order ``mask_class_labeled,
+            mask_class_not_present, class_weights, example_weights, label_prop_thresh``.
+        only_forward : bool
+            Skip the gradients (prediction only).
+
+        Calling it again rebuilds everything (it never duplicates parameters).
+        """
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        t0 = time.time()
+        if not self._compiled:
+            self.layers += [lay for lay in self._autoencoder_chains if lay not in self.layers]
+        if not self.layers:
+            raise ValueError("the net has no layers: add some before compiling")
+        self._compiled = True
+        self.params = []
+        for lay in self.layers:
+            for p in lay.params[::-1]:
+                if not any(p is q for q in self.params):
+                    self.params.append(p)
+        self.param_count = int(sum(np.prod(p.get_value().shape) for p in self.params))
+        last = self.layers[-1]
+        is_conv = isinstance(last, ConvLayer2d | ConvLayer3d | AffinityLayer3d)
+        if is_conv and not getattr(last, "reshape_output", True):
+            raise ValueError("the last conv layer must reshape its output: add it with "
+                             "is_last_layer=True")
+        if isinstance(last, RecurrentLayer):
+            raise ValueError("a recurrent layer cannot be the last layer: add a perceptron")
+        self.output_shape = last.output_shape
+        if isinstance(last, ConvLayer3d | AffinityLayer3d):
+            self.n_lab = last.output_shape[2]
+        else:
+            self.n_lab = last.output_shape[1]
+        logger.info("GLOBAL\n%s\nTotal Count of trainable Parameters: %i\nBuilding Computational "
+                    "Graph took %.3f s", _printOps(self.TotalForwardPassCost), self.param_count,
+                    time.time() - self.t_init)
+
+        y_arg, aux = self._build_loss(target, last, is_conv, use_class_weights,
+                                      use_example_weights, use_lazy_labels, use_label_prop)
+        self._target = target
+        inputs = [self._x, self._y] + self._y_aux
+        args = [self._data_arg(), y_arg] + aux
+        upd = self._rng_updates
+        if target == "regression":
+            self.get_error = CheckedFunction(compile_function(
+                inputs, [self._loss, pt.sqrt(self._loss), last.output], rng_updates=upd), args)
+            self.prediction = CheckedFunction(
+                compile_function([self._x], [last.output], rng_updates=upd), args[:1], single=True)
+        else:
+            err = last.errors_no_tn(self._y) if target == "nll_mutiple_binary" else \
+                last.errors(self._y)
+            self.get_error = CheckedFunction(compile_function(
+                inputs, [self._loss, err, last.class_prediction], rng_updates=upd), args)
+            self.class_probabilities = CheckedFunction(
+                compile_function([self._x], [last.class_probabilities], rng_updates=upd),
+                args[:1], single=True)
+        loss_fn = CheckedFunction(compile_function(
+            inputs, [self._loss, self._loss_instance], rng_updates=upd), args)
+        self._loss_args = args
+        self.get_loss = lambda *a: (lambda r: (np.float32(r[0]), r[1]))(loss_fn(*a))
+        self._gradients = None if only_forward else pytensor.grad(
+            self._loss, self.params, disconnected_inputs="warn")
+        self._optimizers = {}
+        if is_conv:
+            self.output_shape = last.prob_shape
+            strides = np.prod(np.array(self.poolings), axis=0)
+            if self.mfp_strides is not None:
+                strides = strides // np.asarray(self.mfp_strides)
+            self.output_strides = [int(s) for s in strides]
+        logger.info(" Compiling done  - in %.3f s!", time.time() - t0)
+
+    def _build_loss(self, target, last, is_conv, use_class_weights, use_example_weights,
+                    use_lazy_labels, use_label_prop):
+        """Create the label and auxiliary inputs and ``_loss``/``_loss_instance`` for ``target``."""
+        bs = self.batch_size
+        if is_conv:
+            lab_shape = (last.prob_shape[0],) + tuple(last.prob_shape[2:])
+        else:
+            lab_shape = (bs,)
+        K = self.n_lab
+        self._y_aux, aux = [], []
+
+        def add_aux(name, dtype, shape):
+            var = pt.tensor(name, dtype=dtype, shape=tuple(None if s is None else s
+                                                           for s in shape))
+            self._y_aux.append(var)
+            aux.append(Arg(name, shape, dtype))
+            return var
+
+        if target == "regression":
+            shape = tuple(last.output_shape) if not is_conv else (
+                (bs,) + tuple(last.output_shape[2:]) if self.n_dim == 2 else
+                (bs, last.output_shape[1]) + tuple(last.output_shape[3:]))
+            self._y = pt.tensor("y_target", dtype="float32", shape=(None,) * len(shape))
+            self._loss, self._loss_instance = last.squared_distance(self._y)
+            return Arg("targets", shape, "float32"), aux
+        if target in ("affinity", "malis"):
+            if not isinstance(last, AffinityLayer3d):
+                raise ValueError(f"target {target!r} needs an affinity last layer "
+                                 "(addConvLayer(..., affinity=True or 'malis'))")
+            self._y = pt.tensor("y_aff", dtype="int16", shape=(None,) * 5)
+            y_arg = Arg("affinity labels", (lab_shape[0], 3) + lab_shape[1:], "int16", 2)
+            if target == "malis":
+                seg = add_aux("seg_gt", "int16", lab_shape)
+                ret = last.NLL_Malis(self._y, seg)
+                self._loss = self._loss_instance = ret[0]
+                self.malis_stats = CheckedFunction(compile_function(
+                    [self._x, self._y, seg], list(ret), rng_updates=self._rng_updates),
+                    [self._data_arg(), y_arg] + aux)
+            else:
+                cw = add_aux("class_weights", "float32", (K,)) if use_class_weights else None
+                self._loss, self._loss_instance = last.NLL_affinity(self._y, cw)
+            return y_arg, aux
+        if target == "nll_mutiple_binary":
+            if not isinstance(last, PerceptronLayer):
+                raise ValueError("target 'nll_mutiple_binary' needs a perceptron last layer")
+            self._y = pt.tensor("y_multi", dtype="int16", shape=(None, None))
+            cw = add_aux("class_weights", "float32", (2,)) if use_class_weights else None
+            self._loss, self._loss_instance = last.nll_mutiple_binary(self._y, cw)
+            return Arg("labels", (bs, K), "int16", 2), aux
+
+        self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,) * len(lab_shape))
+        y_arg = Arg("labels", lab_shape, "int16", K)
+        if target == "nll_weak":
+            cw = add_aux("class_weights", "float32", (K,)) if use_class_weights else None
+            self._loss, self._loss_instance = last.NLL_weak(self._y, cw)
+            return y_arg, aux
+        if use_lazy_labels and not is_conv:
+            raise ValueError("Cannot use lazy labels for Perceptron layer")
+        kw = {}
+        if use_lazy_labels:
+            kw["mask_class_labeled"] = add_aux("mask_class_labeled", "int16", (lab_shape[0], K))
+            kw["mask_class_not_present"] = add_aux("mask_class_not_present", "int16",
+                                                   (lab_shape[0], K))
+        if use_class_weights:
+            kw["class_weights"] = add_aux("class_weights", "float32", (K,))
+        if use_example_weights:
+            kw["example_weights"] = add_aux("example_weights", "float32", lab_shape)
+        if use_label_prop:
+            kw["label_prop_thresh"] = add_aux("label_prop_thresh", "float32", ())
+        self._loss, self._loss_instance = last.NLL(self._y, **kw)
+        return y_arg, aux
+
+    def compileDebugFunctions(self, gradients=True):
+        """Compile ``data -> layer.output`` (``debug_functions``) and ``data -> layer.conv_out``
+        (``debug_conv_output``) per layer and, optionally, ``(data, labels, *aux) -> gradients``.
+        """
+        if self.debug_functions:
+            return
+        data = [self._data_arg()]
+        for lay in self.layers:
+            self.debug_functions.append(CheckedFunction(
+                compile_function([self._x], [lay.output], rng_updates=self._rng_updates),
+                data, single=True))
+            if hasattr(lay, "conv_out"):
+                self.debug_conv_output.append(CheckedFunction(
+                    compile_function([self._x], [lay.conv_out], rng_updates=self._rng_updates),
+                    data, single=True))
+        if gradients and self._gradients is not None:
+            self.debug_gradients_function = CheckedFunction(compile_function(
+                [self._x, self._y] + self._y_aux, self._gradients,
+                rng_updates=self._rng_updates), self._loss_args)
+
+    def get_activities(self, data):
+        """Outputs of every layer for ``data`` (needs :meth:`compileDebugFunctions`)."""
+        return [f(data) for f in self.debug_functions]
+
+    def get_nonpooled_activities(self, data):
+        """Convolution outputs (before pooling) of every conv layer for ``data``."""
+        return [f(data) for f in self.debug_conv_output]
+
+    # --- dropout ---------------------------------------------------------------------------------
+    def setDropoutRates(self, rates):
+        """Set the drop rates: ``rates[i]`` goes to ``layers[i]``.
+
+        Layers without dropout, and rates outside [0, 1], are skipped (as in ELEKTRONN 1.0).
+        """
+        for lay, rate in zip(self.layers, rates):
+            if hasattr(lay, "activation_noise") and rate is not None and 0 <= rate <= 1:
+                lay.activation_noise.set_value(np.float32(rate))
+
+    def getDropoutRates(self):
+        """Drop rates of the layers that have dropout (not aligned with layer indices)."""
+        return [float(lay.activation_noise.get_value()) for lay in self.layers
+                if hasattr(lay, "activation_noise")]
+
+    # --- weights ---------------------------------------------------------------------------------
+    def randomizeWeights(self, reset_momenta=True):
+        """Re-initialise every layer's weights (and, by default, the optimiser state)."""
+        for lay in self.layers + self._output_layers:
+            lay.randomizeWeights()
+        if reset_momenta:
+            self.resetMomenta()
+
+    def resetMomenta(self):
+        """Zero the momenta and reset every compiled optimiser's state."""
+        for g in self._last_grads:
+            g.set_value(np.zeros_like(g.get_value()))
+        for opt in self._optimizers.values():
+            opt.reset()
+        logger.info("Reset %i momenta", len(self._last_grads))
+
+    def _file_layers(self, layers=None):
+        if layers is None:
+            n = len(self.layers) - len(self._autoencoder_chains)
+            layers = self.layers[:n]
+        return layers
+
+    def saveParameters(self, path="CNN.save", layers=None, show=True):
+        """Write the parameters in the ELEKTRONN 1.0 file layout (atomically).
+
+        The file is a stream of protocol-2 pickles: the list of each layer's first parameter
+        shape, every layer's parameters (conv: W, b; perceptron: b, W), then the poolings.
+        """
+        layers = self._file_layers(layers)
+        values = [[p.get_value() for p in lay.params] for lay in layers]
+        pset = paramfile.ParameterSet.from_params(values, self.poolings)
+        paramfile.write_param_file(path, pset.to_objects())
+        if show:
+            logger.info("Saving params to file %s\n shapes are: %s", path, pset.shapes)
+
+    def loadParameters(self, myfile="CNN.save", strict=False, n_layers_to_load=-1):
+        """Load a parameter file of ELEKTRONN 1.0 or of this port.
+
+        Parameters
+        ----------
+        myfile : str
+            Path of the file.  It is read with a restricted reader that never executes code.
+        strict : bool
+            Require every shape to match exactly (otherwise conv filters of other shapes are
+            adapted, as ELEKTRONN 1.0 did).
+        n_layers_to_load : int
+            Load only the first n layers (-1: all).
+
+        A file that does not fit raises an error and leaves the net unchanged.
+        """
+        self.resetMomenta()
+        layers = self._file_layers()
+        objects = paramfile.read_param_file(myfile)
+        counts = [len(lay.params) if isinstance(lay, RecurrentLayer) else 2 for lay in layers]
+        n_file = len(objects[0]) if objects and isinstance(objects[0], list | tuple) else 0
+        pset = paramfile.split_layers(objects, counts[:n_file] if n_file <= len(counts)
+                                      else 2, path=str(myfile))
+        n = len(pset.params) if n_layers_to_load < 0 else min(n_layers_to_load, len(pset.params))
+        if strict and len(pset.params) != len(layers):
+            raise paramfile.ParameterFileError(
+                myfile, f"the file has {len(pset.params)} layers, the net {len(layers)}")
+        new = []
+        for i, (lay, saved) in enumerate(zip(layers[:n], pset.params[:n])):
+            for k, (p, value) in enumerate(zip(lay.params, saved)):
+                target = p.get_value().shape
+                if value.shape != target:
+                    if strict:
+                        raise paramfile.ParameterFileError(
+                            myfile, f"layer {i}: parameter {k} has shape {value.shape}, the net "
+                            f"needs {target}")
+                    adapt = paramfile.adapt_conv_filter if value.ndim in (4, 5) and k == 0 \
+                        else paramfile.adapt_bias
+                    value = adapt(value, target, self.rng)
+                    if value is None:
+                        logger.warning("Load: skipping layer %i (shapes %s -> %s)", i + 1,
+                                       saved[k].shape, target)
+                        break
+                new.append((p, np.asarray(value, np.float32)))
+        for p, value in new:  # all checks passed: now change the net
+            p.set_value(value)
+        logger.info("loading complete (%i layers)", n)
