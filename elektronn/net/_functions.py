@@ -56,16 +56,28 @@ class Arg:
 class CheckedFunction:
     """A compiled PyTensor function whose positional arguments are checked and converted.
 
+    Compilation is deferred to the first call (or to :attr:`fn`), so building a net only
+    compiles what is used.
+
     Parameters
     ----------
-    fn : pytensor.compile.function.types.Function
+    build : callable
+        Returns the compiled ``pytensor`` function (called once).
     args : list of Arg
     single : bool
         Return the only output itself instead of a one-element list.
     """
 
-    def __init__(self, fn, args, single=False):
-        self.fn, self.args, self.single = fn, list(args), single
+    def __init__(self, build, args, single=False):
+        self._build, self._fn = build, None
+        self.args, self.single = list(args), single
+
+    @property
+    def fn(self):
+        """The compiled PyTensor function (compiled now if it was not yet)."""
+        if self._fn is None:
+            self._fn = self._build()
+        return self._fn
 
     def __call__(self, *values):
         if len(values) != len(self.args):

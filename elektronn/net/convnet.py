@@ -379,19 +379,19 @@ class MixedConvNN:
         args = [self._data_arg(), y_arg] + aux
         upd = self._rng_updates
         if target == "regression":
-            self.get_error = CheckedFunction(compile_function(
+            self.get_error = CheckedFunction(lambda: compile_function(
                 inputs, [self._loss, pt.sqrt(self._loss), last.output], rng_updates=upd), args)
             self.prediction = CheckedFunction(
-                compile_function([self._x], [last.output], rng_updates=upd), args[:1], single=True)
+                lambda: compile_function([self._x], [last.output], rng_updates=upd), args[:1], single=True)
         else:
             err = last.errors_no_tn(self._y) if target == "nll_mutiple_binary" else \
                 last.errors(self._y)
-            self.get_error = CheckedFunction(compile_function(
+            self.get_error = CheckedFunction(lambda: compile_function(
                 inputs, [self._loss, err, last.class_prediction], rng_updates=upd), args)
             self.class_probabilities = CheckedFunction(
-                compile_function([self._x], [last.class_probabilities], rng_updates=upd),
+                lambda: compile_function([self._x], [last.class_probabilities], rng_updates=upd),
                 args[:1], single=True)
-        loss_fn = CheckedFunction(compile_function(
+        loss_fn = CheckedFunction(lambda: compile_function(
             inputs, [self._loss, self._loss_instance], rng_updates=upd), args)
         self._loss_args = args
         self.get_loss = lambda *a: (lambda r: (np.float32(r[0]), r[1]))(loss_fn(*a))
@@ -441,7 +441,7 @@ class MixedConvNN:
                 seg = add_aux("seg_gt", "int16", lab_shape)
                 ret = last.NLL_Malis(self._y, seg)
                 self._loss = self._loss_instance = ret[0]
-                self.malis_stats = CheckedFunction(compile_function(
+                self.malis_stats = CheckedFunction(lambda: compile_function(
                     [self._x, self._y, seg], list(ret), rng_updates=self._rng_updates),
                     [self._data_arg(), y_arg] + aux)
             else:
@@ -485,16 +485,18 @@ class MixedConvNN:
         if self.debug_functions:
             return
         data = [self._data_arg()]
+
+        def output_function(var):
+            return CheckedFunction(
+                lambda: compile_function([self._x], [var], rng_updates=self._rng_updates),
+                data, single=True)
+
         for lay in self.layers:
-            self.debug_functions.append(CheckedFunction(
-                compile_function([self._x], [lay.output], rng_updates=self._rng_updates),
-                data, single=True))
+            self.debug_functions.append(output_function(lay.output))
             if hasattr(lay, "conv_out"):
-                self.debug_conv_output.append(CheckedFunction(
-                    compile_function([self._x], [lay.conv_out], rng_updates=self._rng_updates),
-                    data, single=True))
+                self.debug_conv_output.append(output_function(lay.conv_out))
         if gradients and self._gradients is not None:
-            self.debug_gradients_function = CheckedFunction(compile_function(
+            self.debug_gradients_function = CheckedFunction(lambda: compile_function(
                 [self._x, self._y] + self._y_aux, self._gradients,
                 rng_updates=self._rng_updates), self._loss_args)
 

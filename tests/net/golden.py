@@ -1,0 +1,42 @@
+"""The two nets recorded with ELEKTRONN 1.0 (see ../shared/golden/README.md)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elektronn.net.convnet import MixedConvNN
+
+GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+
+
+def load_case(name):
+    """Return ``(param_file, inputs, reference)`` of a golden case, skipping if absent."""
+    if not (GOLDEN / f"{name}.param").exists():
+        pytest.skip("golden files not available")
+    return (GOLDEN / f"{name}.param", dict(np.load(GOLDEN / f"{name}_in.npz")),
+            dict(np.load(GOLDEN / f"{name}_ref.npz")))
+
+
+def build_n2d():
+    """The original's MNIST example net (golden case ``n2d_clf``)."""
+    cnn = MixedConvNN((28, 28), input_depth=1, batch_size=4, enable_dropout=False)
+    cnn.addConvLayer(10, 5, pool_shape=2, activation_func="abs")
+    cnn.addConvLayer(8, 5, pool_shape=2, activation_func="abs")
+    cnn.addPerceptronLayer(100, activation_func="abs")
+    cnn.addPerceptronLayer(10, activation_func="abs")
+    cnn.compileOutputFunctions(target="nll")
+    return cnn
+
+
+def build_n3d():
+    """An anisotropic 3-D image-to-image net (golden case ``n3d``)."""
+    cnn = MixedConvNN((7, 21, 21), input_depth=2, batch_size=2, enable_dropout=False)
+    cnn.addConvLayer(4, (1, 4, 4), pool_shape=(1, 2, 2), activation_func="relu")
+    cnn.addConvLayer(5, (3, 3, 3), pool_shape=1, activation_func="tanh")
+    cnn.addConvLayer(3, (3, 2, 2), pool_shape=1, activation_func="linear", is_last_layer=True)
+    cnn.compileOutputFunctions(target="nll")
+    return cnn
+
+
+BUILDERS = {"n2d_clf": build_n2d, "n3d": build_n3d}
