@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.tensor.special import softmax
 
 from elektronn import ops
@@ -85,7 +86,12 @@ class ConvLayerBase:
         self.b = as_param(
             bias_init(self.activation_func, self.number_of_filters, self._filter_volume, rng)
             if b is None else b, "b_conv")
-        self.params = [self.W, self.b]
+        for name, var, shape in (("W", self.W, self.filter_shape), ("b", self.b,
+                                                                   (self.number_of_filters,))):
+            given = var.get_value().shape if hasattr(var, "get_value") else var.type.shape
+            if len(given) != len(shape) or any(g not in (None, s) for g, s in zip(given, shape)):
+                raise ValueError(f"{name} has shape {tuple(given)}, the layer needs {shape}")
+        self.params = [p for p in (self.W, self.b) if isinstance(p, SharedVariable)]
 
         conv_core = ops.conv(self._to_core(input), self._filter_to_core(self.W))
         self.conv_out = self._from_core(conv_core)

@@ -50,7 +50,7 @@ class Arg:
                 )
         elif not np.issubdtype(value.dtype, np.number) and value.dtype != bool:
             raise ValueError(f"{self.name} must be numeric, got dtype {value.dtype}")
-        return np.ascontiguousarray(value, dtype=self.dtype)
+        return np.asarray(value, dtype=self.dtype, order="C")
 
 
 class CheckedFunction:

@@ -39,15 +39,17 @@ class RandomStreams:
     def uniform(self, shape):
         """Symbolic float32 ``U(0, 1)`` of the given (static) shape."""
         rng = self._rng()
-        draw = pt.random.uniform(size=shape, rng=rng, dtype="float32")
-        self.updates[rng] = draw.owner.outputs[0]
+        next_rng, draw = pt.random.uniform(size=shape, rng=rng, dtype="float32",
+                                           return_next_rng=True)
+        self.updates[rng] = next_rng
         return draw
 
     def normal(self, shape):
         """Symbolic float32 ``N(0, 1)`` of the given shape (symbolic shapes allowed)."""
         rng = self._rng()
-        draw = pt.random.normal(size=shape, rng=rng, dtype="float32")
-        self.updates[rng] = draw.owner.outputs[0]
+        next_rng, draw = pt.random.normal(size=shape, rng=rng, dtype="float32",
+                                          return_next_rng=True)
+        self.updates[rng] = next_rng
         return draw
 
 
