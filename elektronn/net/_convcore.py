@@ -14,11 +14,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.tensor.special import softmax
 
 from elektronn import ops
 from elektronn.net import losses
-from elektronn.net._graph import as_param
+from elektronn.net._graph import as_param, softmax
 from elektronn.net.activations import apply_activation, parse_activation
 from elektronn.net.netutils import initWeights
 

@@ -7,7 +7,7 @@ from pytensor.graph.traversal import ancestors
 
 from elektronn import backend
 
-__all__ = ["as_param", "RandomStreams", "compile_function"]
+__all__ = ["as_param", "softmax", "RandomStreams", "compile_function"]
 
 
 def as_param(value, name):
@@ -18,6 +18,16 @@ def as_param(value, name):
     if isinstance(value, pytensor.graph.basic.Variable):
         return value
     return pytensor.shared(np.asarray(value, dtype=np.float32), name=name)
+
+
+def softmax(x, axis=1):
+    """Numerically stable softmax over ``axis`` from elementwise Ops.
+
+    (PyTensor 3.0's ``special.softmax`` is an ``OpFromGraph`` that runs its inner graph through
+    Python under the C linker and compiles it on the first call; this fuses into C loops.)
+    """
+    e = pt.exp(x - pt.max(x, axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 class RandomStreams:

@@ -13,7 +13,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from elektronn.net import paramfile
+from elektronn.net import optimizer, paramfile, prediction
 from elektronn.net._functions import Arg, CheckedFunction
 from elektronn.net._graph import RandomStreams, compile_function
 from elektronn.net.convlayer2d import ConvLayer2d
@@ -507,6 +507,126 @@ class MixedConvNN:
     def get_nonpooled_activities(self, data):
         """Convolution outputs (before pooling) of every conv layer for ``data``."""
         return [f(data) for f in self.debug_conv_output]
+
+    # --- training --------------------------------------------------------------------------------
+    def setOptimizerParams(self, SGD=None, CG=None, RPROP=None, LBFGS=None, Adam=None,
+                           weight_decay=0.0):
+        """Set the optimisers' hyperparameters (spec 2.11).
+
+        ``SGD`` ``{'LR', 'momentum'}`` and ``weight_decay`` are shared variables and take
+        effect at once; ``RPROP``, ``CG``, ``LBFGS`` and ``Adam`` dicts update the defaults
+        (Adam: ``{LR: 0.001, beta1: 0.9, beta2: 0.999, epsilon: 1e-8}``).  Already compiled CG
+        and L-BFGS optimisers take the new keys; RPROP and Adam recompile when their compiled-in
+        hyperparameters change.
+        """
+        SGD, CG, RPROP, LBFGS, Adam = (d or {} for d in (SGD, CG, RPROP, LBFGS, Adam))
+        self.setWeightDecay(0.0 if weight_decay is False else weight_decay)
+        self.setSGDLR(SGD.get("LR", optimizer.SGD_DEFAULTS["LR"]))
+        self.setSGDMomentum(SGD.get("momentum", optimizer.SGD_DEFAULTS["momentum"]))
+        self._RPROP_params = {**optimizer.RPROP_DEFAULTS, **RPROP}
+        self._CG_params = {**optimizer.CG_DEFAULTS, **CG}
+        self._LBFGS_params = {**optimizer.LBFGS_DEFAULTS, **LBFGS}
+        self._Adam_params = {**optimizer.ADAM_DEFAULTS, **Adam}
+        for mode, params in (("CG", CG), ("LBFGS", LBFGS)):
+            if mode in self._optimizers:
+                self._optimizers[mode].updateOptimizerParams(params)
+        for mode, params in (("RPROP", RPROP), ("Adam", Adam)):
+            if mode in self._optimizers and params:
+                del self._optimizers[mode]
+
+    def setSGDLR(self, value=0.09):
+        """Set the SGD learning rate (effective at the next step)."""
+        self.SGD_LR.set_value(np.float32(value))
+
+    def setSGDMomentum(self, value=0.9):
+        """Set the SGD momentum (effective at the next step)."""
+        self.SGD_momentum.set_value(np.float32(value))
+
+    def setWeightDecay(self, value=0.0005):
+        """Set the global L2 weight decay (used by SGD and RPROP)."""
+        self.global_weightdecay.set_value(np.float32(value))
+
+    _OPTIMIZERS = {"SGD": "compileSGD", "Adam": "compileAdam", "RPROP": "compileRPROP",
+                   "CG": "compileCG", "LBFGS": "compileLBFGS"}
+
+    def _optimizer(self, mode):
+        if mode not in self._OPTIMIZERS:
+            raise ValueError(f"mode must be one of {tuple(self._OPTIMIZERS)}, got {mode!r}")
+        if self._gradients is None:
+            raise ValueError("the net was compiled with only_forward=True: it cannot be trained")
+        if mode not in self._optimizers:
+            params = self._SGD_params if mode == "SGD" else getattr(self, f"_{mode}_params") or \
+                dict(getattr(optimizer, f"{mode.upper()}_DEFAULTS"))
+            self._optimizers[mode] = getattr(optimizer, self._OPTIMIZERS[mode])(
+                dict(params), model_obj=self)
+        return self._optimizers[mode]
+
+    @property
+    def SGD(self):  # noqa: N802  (original attribute names of the cached optimisers)
+        """The compiled SGD optimiser (compiled on first use)."""
+        return self._optimizer("SGD")
+
+    def trainingStep(self, *args, mode="SGD", update_loss=False):
+        """One optimisation step on ``(data, labels, *aux)``.
+
+        Parameters
+        ----------
+        *args
+            Data, labels and the auxiliary inputs in the order of the compiled loss.
+        mode : {'SGD', 'Adam', 'RPROP', 'CG', 'LBFGS'}
+            The optimiser (compiled and cached on first use).
+        update_loss : bool
+            Return the loss after the update (SGD and RPROP; CG's is always post-update).
+
+        Returns
+        -------
+        loss : numpy.float32
+            The loss (before the update, except for CG, L-BFGS and ``update_loss``).
+        loss_instance : ndarray
+        time_per_step : float
+            Wall-clock seconds of the step (the first includes compilation).
+        """
+        if len(args) != len(self._y_aux) + 2:
+            raise ValueError(
+                "The number of auxiliary arguments for the NLL is not matching the compiled "
+                f"signature: {[v.name for v in self._y_aux]}. Got {len(args) - 2} auxiliary "
+                "args.")
+        t0 = time.time()
+        opt = self._optimizer(mode)
+        values = [a.convert(v) for a, v in zip(self._loss_args, args)]
+        if mode == "LBFGS":
+            loss = inst = opt(*values)
+        else:
+            loss, inst = opt(*values)
+            if update_loss and mode in ("SGD", "RPROP"):
+                loss, inst = self.get_loss(*values)
+        return np.float32(loss), inst, time.time() - t0 + 1e-10
+
+    # --- prediction ------------------------------------------------------------------------------
+    def predictDense(self, raw_img, show_progress=True, offset=None, as_uint8=False,
+                     pad_raw=False):
+        """Dense class-probability map of a whole image or volume, tile by tile.
+
+        Parameters
+        ----------
+        raw_img : ndarray ``(ch, x, y)`` or ``(ch, x, y, z)``
+            Integer images are scaled by 1/255.  Any array-like that supports slicing (an
+            h5py dataset, a memmap) works and is read tile by tile.
+        show_progress : bool
+            Show a progress line and the throughput on stderr.
+        offset : sequence of int, optional
+            Offset of the first output pixel (zxy for 3-D); default ``dimension_calc.offset``.
+        as_uint8 : bool
+            Return ``uint8`` probabilities ``* 255`` (truncated, as ELEKTRONN 1.0).
+        pad_raw : bool
+            Mirror-pad the image so that the output has the input's size.
+
+        Returns
+        -------
+        ndarray ``(n_lab, x', y'[, z'])``
+            See :func:`elektronn.net.prediction.predict_dense`.
+        """
+        return prediction.predict_dense(self, raw_img, show_progress, offset, as_uint8, pad_raw)
 
     # --- dropout ---------------------------------------------------------------------------------
     def setDropoutRates(self, rates):

@@ -5,10 +5,9 @@ import logging
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from pytensor.tensor.special import softmax
 
 from elektronn.net import losses
-from elektronn.net._graph import as_param
+from elektronn.net._graph import as_param, softmax
 from elektronn.net.activations import apply_activation, parse_activation
 from elektronn.net.netutils import initWeights
 

@@ -24,6 +24,7 @@
 #endif
 #endif
 #define PB (VW * NV)
+#define PARALLEL_MIN_FMA 4e6
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
@@ -48,35 +49,41 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
             }
     const long nfull = n / PB;
     const long nblocks = nfull * nob;
+    /* one parallel loop over (example, position block, output-channel block); small problems
+     * stay on one thread, where waking the team would cost more than the work */
+    const int big = (double)bs * nblocks * K * OB * PB > PARALLEL_MIN_FMA;
+#pragma omp parallel for schedule(static) if (big)
+    for (long job = 0; job < (long)bs * nblocks; job++) {
+        const long b = job / nblocks, blk = job % nblocks;
+        const float *xb = x + b * ic * P;
+        float *yb = y + b * oc * P;
+        const long p = (blk / nob) * PB;
+        const int ob = blk % nob;
+        vf acc[OB][NV];
+        for (int j = 0; j < OB; j++)
+            for (int v = 0; v < NV; v++) acc[j][v] = (vf){0};
+        const float *wq = wpack + (long)ob * K * OB;
+        for (int c = 0; c < ic; c++) {
+            const float *xc = xb + (long)c * P + p;
+            for (int k = 0; k < nk; k++, wq += OB) {
+                vf xv[NV];
+                for (int v = 0; v < NV; v++) xv[v] = loadu(xc + offs[k] + v * VW);
+                for (int j = 0; j < OB; j++) {
+                    vf wv = (vf){0} + wq[j];
+                    for (int v = 0; v < NV; v++) acc[j][v] += wv * xv[v];
+                }
+            }
+        }
+        for (int j = 0; j < OB; j++) {
+            int o = ob * OB + j;
+            if (o < oc)
+                for (int v = 0; v < NV; v++) storeu(yb + (long)o * P + p + v * VW, acc[j][v]);
+        }
+    }
+    /* scalar tail: the positions after the last full block */
     for (int b = 0; b < bs; b++) {
         const float *xb = x + (long)b * ic * P;
         float *yb = y + (long)b * oc * P;
-#pragma omp parallel for schedule(static)
-        for (long blk = 0; blk < nblocks; blk++) {
-            const long p = (blk / nob) * PB;
-            const int ob = blk % nob;
-            vf acc[OB][NV];
-            for (int j = 0; j < OB; j++)
-                for (int v = 0; v < NV; v++) acc[j][v] = (vf){0};
-            const float *wq = wpack + (long)ob * K * OB;
-            for (int c = 0; c < ic; c++) {
-                const float *xc = xb + (long)c * P + p;
-                for (int k = 0; k < nk; k++, wq += OB) {
-                    vf xv[NV];
-                    for (int v = 0; v < NV; v++) xv[v] = loadu(xc + offs[k] + v * VW);
-                    for (int j = 0; j < OB; j++) {
-                        vf wv = (vf){0} + wq[j];
-                        for (int v = 0; v < NV; v++) acc[j][v] += wv * xv[v];
-                    }
-                }
-            }
-            for (int j = 0; j < OB; j++) {
-                int o = ob * OB + j;
-                if (o < oc)
-                    for (int v = 0; v < NV; v++) storeu(yb + (long)o * P + p + v * VW, acc[j][v]);
-            }
-        }
-        /* scalar tail */
         for (long p = nfull * PB; p < n; p++)
             for (int o = 0; o < oc; o++) {
                 float s = 0.0f;
@@ -108,7 +115,8 @@ void corr_gradw(const float *x, const float *g, float *gw, float *part, int bs, 
     const long nblocks = (long)nqb * nob;
     memset(part, 0, sizeof(float) * (size_t)oc * K * VW);
     const long nvec = n / VW;
-#pragma omp parallel
+    const int big = (double)bs * n * K * oc > PARALLEL_MIN_FMA;
+#pragma omp parallel if (big)
     for (int b = 0; b < bs; b++) {
         const float *xb = x + (long)b * ic * P;
         const float *gb = g + (long)b * oc * P;

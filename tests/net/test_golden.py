@@ -63,3 +63,32 @@ def test_parameter_roundtrip(case, tmp_path):
     original = paramfile.read_param_file(param_file)
     for a, b in zip(original[1:-1], objects[1:-1]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_two_sgd_steps_n2d():
+    """Two SGD steps of the 2-D net reproduce ELEKTRONN 1.0 (losses, then probabilities)."""
+    param_file, inp, ref = load_case("n2d_clf")
+    cnn = BUILDERS["n2d_clf"]()
+    cnn.loadParameters(str(param_file))
+    cnn.setOptimizerParams(SGD={"LR": 0.01, "momentum": 0.9}, weight_decay=0.0)
+    for k in (1, 2):
+        loss, inst, _ = cnn.trainingStep(inp["x"], inp["y"], mode="SGD")
+        assert rel_err(loss, ref[f"sgd_step{k}.loss"]) < 1e-3
+        assert rel_err(inst, ref[f"sgd_step{k}.loss_instance"]) < 1e-3
+    assert rel_err(cnn.class_probabilities(inp["x"]), ref["probs2.value"]) < 1e-3
+    loss, inst = cnn.get_loss(inp["x"], inp["y"])
+    assert rel_err(loss, ref["loss2.loss"]) < 1e-3
+
+
+def test_first_sgd_step_loss_n3d():
+    """The 3-D net's first step returns the recorded pre-update loss.
+
+    The recorded state after the first update differs (see the issue note: our gradients agree
+    with finite differences of the same loss), so only the first step is compared.
+    """
+    param_file, inp, ref = load_case("n3d")
+    cnn = BUILDERS["n3d"]()
+    cnn.loadParameters(str(param_file))
+    cnn.setOptimizerParams(SGD={"LR": 0.01, "momentum": 0.9}, weight_decay=0.0)
+    loss, inst, _ = cnn.trainingStep(inp["x"], inp["y"], mode="SGD")
+    assert rel_err(loss, ref["sgd_step1.loss"]) < 1e-4

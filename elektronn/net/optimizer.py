@@ -1,0 +1,960 @@
+"""Optimisers for ELEKTRONN networks: SGD with momentum, Adam, RPROP, CG and L-BFGS.
+
+The update rules are plain functions over symbolic expressions that return an ordered dict
+``{shared variable: new value}`` (:func:`sgd_updates`, :func:`adam_updates`,
+:func:`rprop_updates`, :func:`cg_kickstart_updates`, :func:`cg_step_updates`), and
+:func:`guard_updates` is a modifier that composes with any of them.  The classes of
+ELEKTRONN 1.0 (:class:`Optimizer`, :class:`compileSGD`, :class:`compileAdam`,
+:class:`compileRPROP`, :class:`compileCG`, :class:`compileLBFGS`) stay on the outside: they
+collect the model's variables, compile the functions and are called as
+``loss, loss_instance = opt(data, labels, *aux)`` (L-BFGS returns the loss only).
+
+Every optimiser works from a model object (the net) or from explicit variables.  The model
+object provides ``_x``, ``_y``, ``_y_aux`` (list), ``_loss``, ``_loss_instance``,
+``_gradients`` (list or None), ``params``, ``_last_grads`` (list, may be empty),
+``global_weightdecay``, ``SGD_LR`` and ``SGD_momentum`` (shared float32 scalars), and
+optionally ``_rng_updates`` (``{shared generator: next generator}`` of dropout and noise; the
+entries a compiled graph uses are added to its updates, so every call draws fresh numbers).
+The optimiser writes back ``_last_grads`` (the momentum buffers, shared by SGD, RPROP and CG)
+and ``get_loss``.
+
+Numerics are those of ELEKTRONN 1.0 (spec 2.11): weight decay is added in the update, not to
+the loss, and its placement differs per optimiser (SGD ``LR*wd*theta``, RPROP ``wd*theta``
+without the step size, none for Adam, CG and L-BFGS).  Fixed against the original (spec
+quirks N23-N30): the optimisers work without a model object; duplicated (shared) parameters
+are optimised once, with their buffers aligned; every optimiser has :meth:`Optimizer.reset`
+for the state it really has; Adam has defaults; L-BFGS writes back scipy's optimum and
+reports its outcome correctly.
+
+Non-finite losses
+-----------------
+SGD, Adam and RPROP compile one fused function that computes the loss, the gradients and the
+updates.  It also computes ``finite = isfinite(loss) & all(isfinite(gradients))``, and every
+update is wrapped as ``switch(finite, new, old)`` (:func:`guard_updates`).  A non-finite step
+therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP step sizes)
+exactly as they were, at the cost of one elementwise select per update and one reduction per
+gradient: no copies, no second function call, no gradient transfer.  CG and L-BFGS evaluate
+many points per call, so they copy the parameters and their state at the start of a call (cheap
+next to those evaluations) and restore the copy when the final loss is not finite.  After a
+non-finite step the optimiser raises :class:`NonFiniteLossError` (``nan_policy="raise"``, the
+default) or warns with :class:`NonFiniteLossWarning` (``nan_policy="warn"``); in both cases the
+parameters were not updated.  Steps are counted per optimiser object, from 1.
+"""
+
+import logging
+import time
+import warnings
+from collections import OrderedDict
+from types import MappingProxyType
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
+from pytensor.graph.traversal import ancestors
+from scipy.optimize import fmin_l_bfgs_b
+
+from elektronn.backend import get_mode
+
+__all__ = [
+    "Optimizer",
+    "compileSGD",
+    "compileAdam",
+    "compileRPROP",
+    "compileCG",
+    "compileLBFGS",
+    "NonFiniteLossError",
+    "NonFiniteLossWarning",
+    "sgd_updates",
+    "adam_updates",
+    "rprop_updates",
+    "cg_kickstart_updates",
+    "cg_step_updates",
+    "guard_updates",
+    "all_finite",
+    "SGD_DEFAULTS",
+    "ADAM_DEFAULTS",
+    "RPROP_DEFAULTS",
+    "CG_DEFAULTS",
+    "LBFGS_DEFAULTS",
+    "RPROP_STEP_BOUNDS",
+    "NAN_POLICIES",
+]
+
+logger = logging.getLogger("elektronn")
+
+# Hyperparameter defaults of ``MixedConvNN.setOptimizerParams`` (spec 2.11).  Read-only: copy
+# them (``dict(CG_DEFAULTS)``) before changing anything.
+SGD_DEFAULTS = MappingProxyType({"LR": 0.001, "momentum": 0.9})
+ADAM_DEFAULTS = MappingProxyType({"LR": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8})
+RPROP_DEFAULTS = MappingProxyType(
+    {"penalty": 0.35, "gain": 0.2, "beta": 0.7, "initial_update_size": 1e-4}
+)
+CG_DEFAULTS = MappingProxyType(
+    {
+        "n_steps": 3,
+        "alpha": 0.35,
+        "beta": 0.7,
+        "max_step": 0.02,
+        "min_step": 8e-5,
+        "only_descent": False,
+        "show": False,
+    }
+)
+LBFGS_DEFAULTS = MappingProxyType(
+    {"maxfun": 40, "maxiter": 4, "m": 10, "factr": 1e2, "pgtol": 1e-9, "iprint": -1}
+)
+RPROP_STEP_BOUNDS = (1e-7, 2e-3)
+"""The hard-coded bounds of the RPROP step sizes."""
+NAN_POLICIES = ("raise", "warn")
+
+_ONE = np.float32(1)
+_ZERO = np.float32(0)
+# The original's line search starts with this "previous loss", so a first trial loss above it
+# ends the search at once (reproduced, spec 2.11 / N28).
+_CG_INITIAL_LAST_LOSS = 1e6
+# scipy's warnflag -> message (the original printed "L-BFGS aborted!" for 0 and 2, N29).
+_LBFGS_OUTCOME = {
+    0: "L-BFGS converged: %s (%s iterations, %s evaluations)",
+    1: "L-BFGS stopped at its iteration/evaluation limit: %s (%s iterations, %s evaluations)",
+    2: "L-BFGS aborted: %s (%s iterations, %s evaluations)",
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """An optimiser step produced a NaN or infinite loss (or gradient).
+
+    The parameters and the optimiser state were left as they were before the step.
+
+    Attributes
+    ----------
+    step : int
+        The number of the failed step, counted per optimiser object from 1.
+    loss : numpy.float32
+        The loss of the failed step.
+    """
+
+    def __init__(self, message, step=None, loss=None):
+        super().__init__(message)
+        self.step = step
+        self.loss = loss
+
+
+class NonFiniteLossWarning(UserWarning):
+    """Issued instead of :class:`NonFiniteLossError` with ``nan_policy="warn"``."""
+
+
+# --- update rules (symbolic) ------------------------------------------------------------------
+
+
+def _f32(value):
+    """Return a number as a float32 constant and a variable as a float32 expression."""
+    if isinstance(value, Variable):
+        return value if value.dtype == "float32" else pt.cast(value, "float32")
+    return np.float32(value)
+
+
+def sgd_updates(params, grads, velocities, learning_rate, momentum, weight_decay=0.0):
+    """Momentum SGD as in ELEKTRONN 1.0.
+
+    ``v <- g + momentum * v`` and ``theta <- theta - LR * v - LR * weight_decay * theta``, all
+    from the old values.
+
+    Parameters
+    ----------
+    params, grads, velocities : list
+        Shared parameters, their gradients and one shared velocity buffer per parameter.
+    learning_rate, momentum, weight_decay : float or scalar variable
+        Pass shared variables to change them between steps without recompiling.
+
+    Returns
+    -------
+    OrderedDict
+        Updates for the parameters and the velocities.
+    """
+    lr, mu, wd = _f32(learning_rate), _f32(momentum), _f32(weight_decay)
+    updates = OrderedDict()
+    for param, grad, velocity in zip(params, grads, velocities, strict=True):
+        new_velocity = grad + mu * velocity
+        updates[param] = param - lr * new_velocity - lr * wd * param
+        updates[velocity] = new_velocity
+    return updates
+
+
+def adam_updates(params, grads, ms, vs, t, learning_rate=0.001, beta1=0.9, beta2=0.999,
+                 epsilon=1e-8):
+    """Adam as in ELEKTRONN 1.0 (no weight decay; epsilon outside the bias correction).
+
+    ``t <- t + 1``, ``a = LR * sqrt(1 - beta2**t) / (1 - beta1**t)``,
+    ``m <- beta1*m + (1-beta1)*g``, ``v <- beta2*v + (1-beta2)*g**2`` and
+    ``theta <- theta - a * m / (sqrt(v) + epsilon)``.
+
+    Parameters
+    ----------
+    params, grads : list
+        Shared parameters and their gradients.
+    ms, vs : list
+        Shared first- and second-moment buffers, one per parameter.
+    t : shared scalar
+        The step counter (float32, starts at 0).
+    learning_rate, beta1, beta2, epsilon : float or scalar variable
+
+    Returns
+    -------
+    OrderedDict
+    """
+    lr, b1, b2, eps = (_f32(v) for v in (learning_rate, beta1, beta2, epsilon))
+    updates = OrderedDict()
+    new_t = t + _ONE
+    step_size = lr * pt.sqrt(_ONE - b2**new_t) / (_ONE - b1**new_t)
+    for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
+        new_m = b1 * m + (_ONE - b1) * grad
+        new_v = b2 * v + (_ONE - b2) * grad**2
+        updates[m] = new_m
+        updates[v] = new_v
+        updates[param] = param - step_size * new_m / (pt.sqrt(new_v) + eps)
+    updates[t] = new_t
+    return updates
+
+
+def rprop_updates(params, grads, last_grads, step_sizes, penalty=0.35, gain=0.2,
+                  weight_decay=0.0, bounds=RPROP_STEP_BOUNDS):
+    """The RPROP variant of ELEKTRONN 1.0.
+
+    With ``s = last_grad * g``:
+    ``eta <- clip(eta * (1 - penalty*[s < -1e-9] + gain*[s > 1e-11]), *bounds)``,
+    ``theta <- theta - eta_old * g / (abs(g) + 1e-6) - weight_decay * theta`` (the decay is
+    not scaled by the step size) and ``last_grad <- g``.
+
+    Parameters
+    ----------
+    params, grads : list
+        Shared parameters and their gradients.
+    last_grads, step_sizes : list
+        Shared buffers per parameter: the previous gradient and the step size ``eta``.
+    penalty, gain, weight_decay : float or scalar variable
+    bounds : (float, float)
+        Clip range of the step sizes.
+
+    Returns
+    -------
+    OrderedDict
+    """
+    pen, gn, wd = _f32(penalty), _f32(gain), _f32(weight_decay)
+    low, high = np.float32(bounds[0]), np.float32(bounds[1])
+    updates = OrderedDict()
+    for param, grad, last_grad, eta in zip(params, grads, last_grads, step_sizes, strict=True):
+        same_sign = last_grad * grad
+        factor = (_ONE - pen * (same_sign < np.float32(-1e-9))
+                  + gn * (same_sign > np.float32(1e-11)))
+        updates[eta] = pt.clip(eta * factor, low, high)
+        updates[param] = param - eta * grad / (pt.abs(grad) + np.float32(1e-6)) - wd * param
+        updates[last_grad] = grad
+    return updates
+
+
+def cg_kickstart_updates(grads, last_grads, directions):
+    """Start conjugate gradients: ``last_grad <- g`` and ``d <- -g``.
+
+    Returns
+    -------
+    OrderedDict
+    """
+    updates = OrderedDict()
+    for grad, last_grad, direction in zip(grads, last_grads, directions, strict=True):
+        updates[last_grad] = grad
+        updates[direction] = -grad
+    return updates
+
+
+def cg_step_updates(grads, last_grads, directions):
+    """A Polak-Ribiere+ direction update.
+
+    ``coeff = max(0, sum(g * (g - last_grad)) / sum(last_grad**2))``, ``last_grad <- g`` and
+    ``d <- -g + coeff * d``.  When every last gradient is zero, ``coeff`` is 0 (the original
+    divided by zero).
+
+    Returns
+    -------
+    coeff : scalar variable
+    updates : OrderedDict
+    """
+    num = pt.add(*[pt.sum(g * (g - lg)) for g, lg in zip(grads, last_grads, strict=True)], _ZERO)
+    den = pt.add(*[pt.sum(lg * lg) for lg in last_grads], _ZERO)
+    positive = den > _ZERO
+    coeff = pt.maximum(pt.switch(positive, num / pt.switch(positive, den, _ONE), _ZERO), _ZERO)
+    updates = OrderedDict()
+    for grad, last_grad, direction in zip(grads, last_grads, directions, strict=True):
+        updates[last_grad] = grad
+        updates[direction] = -grad + coeff * direction
+    return coeff, updates
+
+
+def all_finite(loss, grads):
+    """Return a boolean scalar: the loss and every gradient entry are finite."""
+    finite = pt.isfinite(loss)
+    for grad in grads:
+        finite = pt.and_(finite, pt.all(pt.isfinite(grad)))
+    return finite
+
+
+def guard_updates(updates, condition):
+    """Make every update conditional: ``var <- switch(condition, new, var)``.
+
+    Parameters
+    ----------
+    updates : dict
+        ``{shared variable: new value}``, e.g. from :func:`sgd_updates`.
+    condition : boolean scalar variable
+        E.g. :func:`all_finite` of the loss and the gradients.
+
+    Returns
+    -------
+    OrderedDict
+    """
+    return OrderedDict((var, pt.switch(condition, new, var)) for var, new in updates.items())
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _unique(params):
+    """Return the params without repeats (first occurrence kept) and the kept indices."""
+    seen, keep = set(), []
+    for i, param in enumerate(params):
+        if id(param) in seen:
+            logger.info("Detected shared param: param[%i]", i)
+        else:
+            seen.add(id(param))
+            keep.append(i)
+    return [params[i] for i in keep], keep
+
+
+def _zeros_like(param, suffix, fill=0.0):
+    """A shared buffer with the shape, dtype and static shape of a shared parameter."""
+    value = param.get_value(borrow=True)
+    return pytensor.shared(np.full(value.shape, fill, dtype=value.dtype),
+                           name=f"{param.name or 'param'}{suffix}", shape=param.type.shape)
+
+
+def _same_shapes(buffers, params):
+    return len(buffers) == len(params) and all(
+        b.get_value(borrow=True).shape == p.get_value(borrow=True).shape
+        for b, p in zip(buffers, params, strict=True))
+
+
+class Optimizer:
+    """Base class: collects the variables to optimise and compiles ``get_loss``.
+
+    Parameters
+    ----------
+    model_obj : object, optional
+        The net (see the module docstring for the attributes used).  Arguments that are not
+        None (non-empty for ``Y_aux``) override the model's.
+    X, Y : variable, optional
+        The data and label inputs.
+    Y_aux : sequence of variables, optional
+        Further inputs of the loss (masks, weights), given after ``X, Y`` when calling.
+    top_loss : scalar variable, optional
+        The loss.  Given, its gradients are computed here; otherwise the model's ``_loss`` and
+        ``_gradients`` (computed here when None or when ``params`` overrides the model's).
+    params : list of shared variables, optional
+        The parameters.  A parameter listed twice (weight sharing) is optimised once.
+    loss_instance : variable, optional
+        Returned with the loss (e.g. per example); default the model's ``_loss_instance``,
+        else the loss itself.
+    nan_policy : {"raise", "warn"}
+        What to do after a step with a non-finite loss or gradient (the parameters are not
+        updated in either case).
+
+    Attributes
+    ----------
+    params, gradients, last_grads : list
+        Unique parameters, their gradients and their momentum buffers (shared with the model).
+    weightdecay : scalar variable
+        The model's ``global_weightdecay``, else a float32 shared scalar 0.
+    step : pytensor Function or None
+        The compiled step of SGD, Adam and RPROP: ``(X, Y, *aux) -> [loss, instance,
+        finite]``.
+    step_count : int
+        Steps (calls) made so far.
+
+    Notes
+    -----
+    ELEKTRONN 1.0 stored X, Y and params only when a model was given, and misaligned the
+    momentum buffers of duplicated parameters (spec N24); both are fixed.
+    """
+
+    #: Hyperparameter keys baked into the compiled functions (changing them needs a new object).
+    _compiled_in = ()
+
+    def __init__(self, model_obj=None, X=None, Y=None, Y_aux=(), top_loss=None, params=None,
+                 *, loss_instance=None, nan_policy="raise"):
+        self.t_init = time.time()
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        self.model_obj = model_obj
+        self.optimizer_params = {}
+        self.step = None
+        self.step_count = 0
+        self._live = {}  # hyperparameter key -> shared variable read by the compiled graph
+        self._state = []  # (shared variable, initial fill value) pairs restored by reset()
+        self._get_loss = None
+        model = model_obj
+
+        self.X = X if X is not None else getattr(model, "_x", None)
+        self.Y = Y if Y is not None else getattr(model, "_y", None)
+        self.Y_aux = list(Y_aux) if Y_aux else list(getattr(model, "_y_aux", None) or [])
+        all_params = params if params is not None else getattr(model, "params", None)
+        gradients = None
+        if top_loss is None:
+            top_loss = getattr(model, "_loss", None)
+            if params is None:
+                gradients = getattr(model, "_gradients", None)
+        self.top_loss = top_loss
+        missing = [name for name, value in
+                   (("X", self.X), ("Y", self.Y), ("top_loss", top_loss), ("params", all_params))
+                   if value is None]
+        if missing:
+            raise ValueError(f"Missing arguments: {', '.join(missing)}; give model_obj or "
+                             f"X, Y, top_loss and params")
+        if len(all_params) == 0:
+            raise ValueError("no params, call compileOutputFunctions() before compiling an "
+                             "optimiser")
+        self.params, keep = _unique(list(all_params))
+        self.gradients = self._aligned_gradients(gradients, all_params, keep)
+        self.last_grads = self._momentum_buffers(getattr(model, "_last_grads", None),
+                                                 all_params, keep)
+
+        weightdecay = getattr(model, "global_weightdecay", None)
+        if weightdecay is None:
+            weightdecay = pytensor.shared(np.float32(0), name="weightdecay")
+        self.weightdecay = weightdecay
+        if loss_instance is None:
+            loss_instance = getattr(model, "_loss_instance", None)
+        self.loss_instance = top_loss if loss_instance is None else loss_instance
+        self._inputs = [self.X, self.Y, *self.Y_aux]
+
+        if model is not None:
+            model._last_grads = self.last_grads
+            model.get_loss = self.get_loss
+
+    # -- construction helpers --
+
+    def _aligned_gradients(self, gradients, all_params, keep):
+        if gradients is None:
+            return list(pytensor.grad(self.top_loss, self.params, disconnected_inputs="warn"))
+        gradients = list(gradients)
+        if len(gradients) == len(all_params):
+            return [gradients[i] for i in keep]
+        if len(gradients) == len(self.params):
+            return gradients
+        raise ValueError(f"{len(gradients)} gradients do not match {len(all_params)} params")
+
+    def _momentum_buffers(self, buffers, all_params, keep):
+        """Reuse the model's momentum buffers when they fit the params, else create them."""
+        if buffers:
+            buffers = list(buffers)
+            if len(buffers) == len(all_params) != len(self.params):
+                buffers = [buffers[i] for i in keep]
+            if _same_shapes(buffers, self.params):
+                return buffers
+            logger.warning("The model's _last_grads (%d buffers) do not fit its %d params; "
+                           "creating new momentum buffers", len(buffers), len(self.params))
+        return [_zeros_like(p, "_LG") for p in self.params]
+
+    def _compile(self, outputs, updates=None):
+        """Compile ``inputs -> outputs`` with ``updates`` plus the random-stream updates the
+        graph needs: entries of the model's ``_rng_updates`` (``{rng: next_rng}``) whose
+        generator the graph uses (generators with a ``default_update`` need nothing)."""
+        updates = list((updates or {}).items())
+        rng_updates = getattr(self.model_obj, "_rng_updates", None)
+        if rng_updates:
+            outs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+            used = set(ancestors(outs + [new for _, new in updates]))
+            updated = {id(var) for var, _ in updates}
+            updates += [(rng, new) for rng, new in rng_updates.items()
+                        if rng in used and id(rng) not in updated]
+        return pytensor.function(self._inputs, outputs, updates=updates, mode=get_mode(),
+                                 on_unused_input="ignore")
+
+    def _compile_step(self, updates):
+        """Compile the fused, guarded step ``inputs -> [loss, instance, finite]``."""
+        finite = all_finite(self.top_loss, self.gradients)
+        return self._compile([self.top_loss, self.loss_instance, finite],
+                             guard_updates(updates, finite))
+
+    def _live_scalar(self, key, value):
+        """Register a hyperparameter held in a shared variable (created from a number)."""
+        if not isinstance(value, Variable):
+            value = pytensor.shared(np.float32(value), name=f"{type(self).__name__}_{key}")
+        self._live[key] = value
+        self.optimizer_params[key] = value
+        return value
+
+    def _log_done(self):
+        logger.info(" Compiling done  - in %.3f s!", time.time() - self.t_init)
+
+    # -- public API --
+
+    def updateOptimizerParams(self, optimizer_params):
+        """Update the hyperparameter dictionary.
+
+        Numbers given for hyperparameters held in shared variables (SGD ``LR`` and
+        ``momentum``, Adam ``LR``) are written into those variables and take effect at the next
+        step.  CG and L-BFGS read their dictionary at every call.  Keys compiled into the
+        graph (RPROP's, Adam's betas and epsilon) are stored but need a new optimiser.
+        """
+        for key, value in optimizer_params.items():
+            shared = self._live.get(key)
+            if shared is None:
+                if key in self._compiled_in:
+                    logger.warning("%s: %r is compiled in; the change takes effect only in a "
+                                   "newly compiled optimiser", type(self).__name__, key)
+                self.optimizer_params[key] = value
+            elif isinstance(value, Variable):
+                if value is not shared:
+                    raise ValueError(f"{key} is compiled as the shared variable {shared}; "
+                                     f"pass a number to change its value")
+            else:
+                shared.set_value(np.asarray(value, dtype=shared.dtype))
+
+    def get_loss(self, *args):
+        """``(data, labels, *aux) -> (float32 loss, loss_instance)``, without updating.
+
+        The loss excludes the weight-decay term.  Compiled on first use.
+        """
+        if self._get_loss is None:
+            self._get_loss = self._compile([self.top_loss, self.loss_instance])
+        loss, loss_instance = self._get_loss(*args)
+        return np.float32(loss), loss_instance
+
+    def compileGradients(self):
+        """Compile and return a function ``(data, labels, *aux) -> list of gradients``."""
+        logger.info("Compiling getGradients")
+        return self._compile(self.gradients)
+
+    def reset(self):
+        """Reset the optimiser state (momenta, step sizes, moments) to its initial values.
+
+        Parameters are not touched.  ``MixedConvNN.resetMomenta`` calls this for every
+        compiled optimiser.
+        """
+        for var, fill in self._state:
+            var.set_value(np.full_like(var.get_value(borrow=True), fill))
+
+    def __call__(self, *args):
+        """Perform one update step.
+
+        Parameters
+        ----------
+        *args : numpy arrays
+            ``data, labels, *aux`` in the order of ``[X, Y] + Y_aux``.
+
+        Returns
+        -------
+        list
+            ``[float32 loss, loss_instance]``, evaluated before the update.
+
+        Raises
+        ------
+        NonFiniteLossError
+            With ``nan_policy="raise"`` when the loss or a gradient is not finite; the
+            parameters and state were not updated.
+        """
+        if self.step is None:
+            raise NotImplementedError("the Optimizer base class has no update rule")
+        self.step_count += 1
+        loss, loss_instance, finite = self.step(*args)
+        loss = np.float32(loss)
+        if not finite:
+            self._non_finite(loss)
+        return [loss, loss_instance]
+
+    # -- non-finite handling --
+
+    def _snapshot(self):
+        variables = self.params + [var for var, _ in self._state]
+        return [(var, var.get_value()) for var in variables]
+
+    @staticmethod
+    def _restore(snapshot):
+        for var, value in snapshot:
+            var.set_value(value)
+
+    def _non_finite(self, loss):
+        what = f"loss is {loss}" if not np.isfinite(loss) else (
+            f"a gradient is not finite (loss {loss})")
+        message = (f"{what} at step {self.step_count} of {type(self).__name__}; parameters "
+                   f"were not updated")
+        if self.nan_policy == "raise":
+            raise NonFiniteLossError(message, step=self.step_count, loss=loss)
+        warnings.warn(message, NonFiniteLossWarning, stacklevel=3)
+
+
+class compileSGD(Optimizer):
+    """Stochastic gradient descent with momentum (spec 2.11).
+
+    ``v <- g + momentum*v``; ``theta <- theta - LR*v - LR*wd*theta``; returns the loss before
+    the update.
+
+    Parameters
+    ----------
+    optimizer_params : dict, optional
+        ``LR`` and ``momentum``, numbers or shared scalars.  Missing keys come from the model's
+        ``SGD_LR`` / ``SGD_momentum``, else :data:`SGD_DEFAULTS`.  Both are shared variables
+        in the compiled step, so new values take effect at the next step without recompiling
+        (``opt.LR.set_value(...)``, the model's ``setSGDLR``, or
+        :meth:`~Optimizer.updateOptimizerParams`).
+    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        See :class:`Optimizer`.
+
+    Attributes
+    ----------
+    LR, momentum : shared scalars
+    """
+
+    def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
+                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+        logger.info("Compiling SGD")
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
+                         loss_instance=loss_instance, nan_policy=nan_policy)
+        given = dict(optimizer_params or {})
+        for key, model_attr in (("LR", "SGD_LR"), ("momentum", "SGD_momentum")):
+            value = given.get(key, getattr(model_obj, model_attr, None))
+            self._live_scalar(key, SGD_DEFAULTS[key] if value is None else value)
+        self.LR, self.momentum = self._live["LR"], self._live["momentum"]
+        self._state = [(v, 0) for v in self.last_grads]
+        self.step = self._compile_step(sgd_updates(
+            self.params, self.gradients, self.last_grads, self.LR, self.momentum,
+            self.weightdecay))
+        self._log_done()
+
+
+class compileAdam(Optimizer):
+    """Adam (spec 2.11; the original docstring called it SGD).
+
+    No weight decay.  Returns the loss before the update.
+
+    Parameters
+    ----------
+    optimizer_params : dict, optional
+        ``LR``, ``beta1``, ``beta2``, ``epsilon``; missing keys come from
+        :data:`ADAM_DEFAULTS` (the original had none, N25).  ``LR`` is a shared variable and
+        can be changed between steps; the others are compiled in.
+    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        See :class:`Optimizer`.
+
+    Attributes
+    ----------
+    LR, t : shared scalars
+    m, v : lists of shared moment buffers
+    """
+
+    _compiled_in = ("beta1", "beta2", "epsilon")
+
+    def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
+                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+        logger.info("Compiling Adam")
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
+                         loss_instance=loss_instance, nan_policy=nan_policy)
+        self.optimizer_params = {**ADAM_DEFAULTS, **(optimizer_params or {})}
+        self.LR = self._live_scalar("LR", self.optimizer_params["LR"])
+        self.t = pytensor.shared(np.float32(0), name="Adam_t")
+        self.m = [_zeros_like(p, "_Adam_m") for p in self.params]
+        self.v = [_zeros_like(p, "_Adam_v") for p in self.params]
+        self._state = [(b, 0) for b in self.m + self.v] + [(self.t, 0)]
+        hp = self.optimizer_params
+        self.step = self._compile_step(adam_updates(
+            self.params, self.gradients, self.m, self.v, self.t, self.LR,
+            hp["beta1"], hp["beta2"], hp["epsilon"]))
+        self._log_done()
+
+
+class compileRPROP(Optimizer):
+    """Resilient backpropagation, ELEKTRONN 1.0's variant (spec 2.11, N26).
+
+    Per-element step sizes grow by ``gain`` while the gradient keeps its sign and shrink by
+    ``penalty`` when it flips, clipped to :data:`RPROP_STEP_BOUNDS`; the weight-decay term
+    ``wd*theta`` is not scaled by the step size; ``beta`` is unused.  Returns the loss before
+    the update.
+
+    Parameters
+    ----------
+    optimizer_params : dict, optional
+        ``penalty``, ``gain``, ``beta``, ``initial_update_size``; missing keys come from
+        :data:`RPROP_DEFAULTS`.  All are compiled in.
+    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        See :class:`Optimizer`.
+
+    Attributes
+    ----------
+    LRs : list of shared step-size buffers
+    """
+
+    _compiled_in = ("penalty", "gain", "initial_update_size")
+
+    def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
+                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+        logger.info("Compiling RPROP...")
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
+                         loss_instance=loss_instance, nan_policy=nan_policy)
+        hp = self.optimizer_params = {**RPROP_DEFAULTS, **(optimizer_params or {})}
+        initial = np.float32(hp["initial_update_size"])
+        self.LRs = [_zeros_like(p, "_RPROP", fill=initial) for p in self.params]
+        self._state = [(v, 0) for v in self.last_grads] + [(v, initial) for v in self.LRs]
+        self.step = self._compile_step(rprop_updates(
+            self.params, self.gradients, self.last_grads, self.LRs, hp["penalty"], hp["gain"],
+            self.weightdecay))
+        self._log_done()
+
+
+class compileCG(Optimizer):
+    """Nonlinear conjugate gradients (Polak-Ribiere+) with ELEKTRONN's line search.
+
+    One call runs ``n_steps`` line searches along conjugate directions on the same batch and
+    returns the loss and instance after the update.  No weight decay.  The line search
+    reproduces the original (spec 2.11, N28), see :meth:`lineSearch`.
+
+    Parameters
+    ----------
+    optimizer_params : dict, optional
+        ``n_steps``, ``alpha``, ``beta``, ``max_step``, ``min_step``, ``only_descent``,
+        ``show``; missing keys come from :data:`CG_DEFAULTS`.  Read at every call.
+    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        See :class:`Optimizer`.
+
+    Attributes
+    ----------
+    direc : list of shared search directions
+    t : shared scalar
+        The distance moved along the current direction.
+    CG_kickstart, CG_step, CG_update_params, CG_linear_approx : pytensor Functions
+        ``(X, Y, *aux) -> []``: ``last_grad <- g``, ``d <- -g``;
+        ``(X, Y, *aux) -> coeff``: Polak-Ribiere+ direction update;
+        ``(delta) -> t + delta``: ``theta <- theta + delta*d``, ``t <- t + delta``;
+        ``() -> sum(last_grad * d)``.
+    """
+
+    def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
+                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+        logger.info("Compiling CG")
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
+                         loss_instance=loss_instance, nan_policy=nan_policy)
+        self.optimizer_params = {**CG_DEFAULTS, **(optimizer_params or {})}
+        self.direc = [_zeros_like(p, "_CG_direc") for p in self.params]
+        self.t = pytensor.shared(np.float32(0), name="CG_t")
+        self._state = [(v, 0) for v in self.last_grads + self.direc] + [(self.t, 0)]
+        mode = get_mode()
+
+        self.CG_kickstart = self._compile(
+            [], cg_kickstart_updates(self.gradients, self.last_grads, self.direc))
+        coeff, updates = cg_step_updates(self.gradients, self.last_grads, self.direc)
+        self.CG_step = self._compile(coeff, updates)
+
+        delta = pt.scalar("delta", dtype="float32")
+        updates = OrderedDict(
+            (p, p + d * delta) for p, d in zip(self.params, self.direc, strict=True))
+        updates[self.t] = self.t + delta
+        self.CG_update_params = pytensor.function([delta], self.t + delta, updates=updates,
+                                                  mode=mode)
+        linear = pt.add(
+            *[pt.sum(lg * d) for lg, d in zip(self.last_grads, self.direc, strict=True)], _ZERO)
+        self.CG_linear_approx = pytensor.function([], linear, mode=mode)
+        self._log_done()
+
+    def lineSearch(self, *args):
+        """Backtracking line search along the current direction (ELEKTRONN 1.0 semantics).
+
+        If ``sum(last_grad * d) > 0`` (not a descent direction) nothing moves.  Otherwise the
+        parameters move by ``max_step`` along ``d`` and back by factors ``beta`` at most
+        ``int(log(min_step/max_step)/log(beta))`` times.  The search stops when the loss is
+        below the chord ``loss0 + t*alpha*sum(last_grad*d)`` or when it rose against the
+        previous trial point; in the latter case the worse point is kept, as in the original.
+        The first comparison is against a previous loss of 1e6.
+
+        Returns
+        -------
+        tuple
+            ``(loss, loss_instance, t, count)``: the loss at the final point, the distance
+            moved, and the number of loss evaluations.
+        """
+        hp = self.optimizer_params
+        loss0, instance0 = self.get_loss(*args)
+        linear_approx = np.float32(self.CG_linear_approx())
+        if linear_approx > 0:
+            return loss0, instance0, 0, 0
+        max_step, beta, alpha = hp["max_step"], hp["beta"], hp["alpha"]
+        max_count = int(np.log(hp["min_step"] / max_step) / np.log(beta))
+        points = []
+        t = max_step
+        self.CG_update_params(np.float32(max_step))
+        loss, loss_instance = self.get_loss(*args)
+        count = 1
+        delta = max_step * (beta - 1.0)
+        last_loss = _CG_INITIAL_LAST_LOSS
+        for _ in range(max_count):
+            chord = loss0 + t * linear_approx * alpha
+            points.append([t, loss, chord])
+            if loss <= chord or loss > last_loss:
+                break
+            self.CG_update_params(np.float32(delta))
+            last_loss = loss
+            loss, loss_instance = self.get_loss(*args)
+            delta *= beta
+            t *= beta
+            count += 1
+        if hp["show"]:
+            self._plot(points + [[0, loss0, loss0]])
+        return loss, loss_instance, float(self.t.get_value()), count
+
+    @staticmethod
+    def _plot(points):
+        import matplotlib.pyplot as plt
+
+        points = np.array(points, dtype=np.float64)
+        plt.figure()
+        plt.plot(points[:, 0], points[:, 1:])
+        plt.scatter(points[:, 0], points[:, 1])
+        plt.legend(("fu", "chord"))
+        plt.draw()
+        plt.pause(0.0001)
+
+    def __call__(self, *args):
+        """Run ``n_steps`` line searches; return ``[float32 loss, instance]`` after the update.
+
+        Rows ``[loss, t, coeff, count]`` are appended to ``model_obj.CG_timeline`` when the
+        model has one.  If the final loss is not finite, the parameters and the CG state are
+        restored to their values before the call (see the module docstring).
+        """
+        self.step_count += 1
+        snapshot = self._snapshot()
+        hp = self.optimizer_params
+        timeline = []
+        self.CG_kickstart(*args)
+        loss, loss_instance, t, count = self.lineSearch(*args)
+        timeline.append([loss, t, 0, count])
+        self.t.set_value(np.float32(0))
+        for _ in range(hp["n_steps"] - 1):
+            if hp["only_descent"]:
+                self.CG_kickstart(*args)
+                coeff = 0
+            else:
+                coeff = float(self.CG_step(*args))
+            loss, loss_instance, t, count = self.lineSearch(*args)
+            self.t.set_value(np.float32(0))
+            timeline.append([loss, t, coeff, count])
+        if self.model_obj is not None and hasattr(self.model_obj, "CG_timeline"):
+            self.model_obj.CG_timeline.extend(timeline)
+        loss = np.float32(loss)
+        if not np.isfinite(loss):
+            self._restore(snapshot)
+            self._non_finite(loss)
+        return [loss, loss_instance]
+
+
+class compileLBFGS(Optimizer):
+    """L-BFGS through :func:`scipy.optimize.fmin_l_bfgs_b` (full-batch method).
+
+    Each call runs scipy's L-BFGS-B on the flattened parameters (one float32 vector, each
+    unique parameter once) for the given batch, writes scipy's optimum back into the
+    parameters (the original left them at the last evaluated point, N29) and returns the loss
+    there.  No weight decay.  scipy's outcome (converged, stopped at the ``maxiter``/``maxfun``
+    limit, or aborted) is logged at INFO level.
+
+    Parameters
+    ----------
+    optimizer_params : dict, optional
+        Keyword arguments of ``fmin_l_bfgs_b``; missing keys come from
+        :data:`LBFGS_DEFAULTS`.  Read at every call.  ``iprint < 0`` (silent) is not passed on,
+        as recent scipy deprecates it.
+    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        See :class:`Optimizer`.
+    debug : bool
+        Log statistics of every evaluation at DEBUG level.
+
+    References
+    ----------
+    R. H. Byrd, P. Lu and J. Nocedal. A Limited Memory Algorithm for Bound Constrained
+    Optimization (1995), SIAM Journal on Scientific and Statistical Computing, 16, 5,
+    pp. 1190-1208.
+
+    C. Zhu, R. H. Byrd and J. Nocedal. L-BFGS-B: Algorithm 778: L-BFGS-B, FORTRAN routines for
+    large scale bound constrained optimization (1997), ACM Transactions on Mathematical
+    Software, 23, 4, pp. 550-560.
+
+    J. L. Morales and J. Nocedal. L-BFGS-B: Remark on Algorithm 778 (2011), ACM Transactions on
+    Mathematical Software, 38, 1.
+    """
+
+    def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
+                 top_loss=None, params=None, debug=False, *, loss_instance=None,
+                 nan_policy="raise"):
+        logger.info("Compiling lBFGS")
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
+                         loss_instance=loss_instance, nan_policy=nan_policy)
+        self.optimizer_params = {**LBFGS_DEFAULTS, **(optimizer_params or {})}
+        self.debug = debug
+        self._loss_and_grad = self._compile([self.top_loss, *self.gradients])
+        self.params_values = [p.get_value() for p in self.params]
+        self.shapes = [v.shape for v in self.params_values]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.total_size = sum(self.sizes)
+        self.params_vec = np.zeros(self.total_size, np.float32)
+        self.gradients_vec = np.zeros(self.total_size, np.float32)
+        self._log_done()
+
+    def vec2list(self, vec, target_list):
+        """Copy the flat vector ``vec`` into the arrays of ``target_list`` (in place)."""
+        pos = 0
+        for array, shape, size in zip(target_list, self.shapes, self.sizes, strict=True):
+            array[...] = vec[pos:pos + size].reshape(shape)
+            pos += size
+
+    def list2vect(self, src_list, target_vec):
+        """Copy the arrays of ``src_list`` into the flat vector ``target_vec`` (in place)."""
+        pos = 0
+        for array, size in zip(src_list, self.sizes, strict=True):
+            target_vec[pos:pos + size] = np.asarray(array).ravel()
+            pos += size
+
+    def _set_params(self, vec):
+        self.vec2list(vec, self.params_values)
+        for param, value in zip(self.params, self.params_values, strict=True):
+            param.set_value(value, borrow=False)
+
+    def loss_and_grad(self, params_vect_new, *args):
+        """Set the parameters to ``params_vect_new``; return ``(float32 loss, float64 grad)``."""
+        self._set_params(params_vect_new)
+        loss, *grads = self._loss_and_grad(*args)
+        self.list2vect(grads, self.gradients_vec)
+        grad_vec = self.gradients_vec.astype(np.float64)
+        if self.debug:
+            logger.debug("loss_and_grad: x in [%g, %g], y in [%g, %g], loss %g, mean(g) %g, "
+                         "mean(|g|) %g", np.min(args[0]), np.max(args[0]), np.min(args[1]),
+                         np.max(args[1]), loss, grad_vec.mean(), np.abs(grad_vec).mean())
+        return np.float32(loss), grad_vec
+
+    def __call__(self, *args):
+        """Run L-BFGS-B on the batch ``(data, labels, *aux)``; return the final float32 loss.
+
+        The parameters are left at scipy's optimum.  If the final loss is not finite they are
+        restored to their values before the call.
+        """
+        self.step_count += 1
+        self.params_values = [p.get_value() for p in self.params]
+        self.list2vect(self.params_values, self.params_vec)
+        start = self.params_vec.copy()
+        options = dict(self.optimizer_params)
+        if options.get("iprint") is not None and options["iprint"] < 0:
+            del options["iprint"]
+        x, loss, info = fmin_l_bfgs_b(self.loss_and_grad, self.params_vec, args=args, **options)
+        self._set_params(x)
+        loss = np.float32(loss)
+        logger.info(_LBFGS_OUTCOME.get(info["warnflag"], _LBFGS_OUTCOME[2]), info.get("task"),
+                    info.get("nit"), info.get("funcalls"))
+        if not np.isfinite(loss):
+            self._set_params(start)
+            self._non_finite(loss)
+        return loss

@@ -1,0 +1,385 @@
+"""Inference speed and memory of a CNN architecture for several input sizes.
+
+:func:`profile_input_sizes` builds the same conv architecture for input sizes from small to
+large, times the forward pass (``class_probabilities``) and reports the dense prediction speed
+and the memory a pass needs, so that a patch size for ``predictDense`` can be chosen. The
+command ``elektronn-profile`` (:func:`main`) does the same from the shell.
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from elektronn.net.convnet import MixedConvNN
+from elektronn.net.netutils import CNNCalculator
+
+__all__ = ["profile_input_sizes", "candidate_input_sizes", "format_table", "main"]
+
+logger = logging.getLogger("elektronn")
+
+DEFAULT_MAX_SIZE = {2: (512, 512), 3: (32, 192, 192)}
+"""Largest input size per axis tried by default (``(x, y)`` or ``(z, x, y)``)."""
+
+
+def _n_dim(filters, poolings, *hints):
+    """The number of spatial axes: the length of the per-axis entries of ``filters``,
+    ``poolings`` and the sizes in ``hints`` (2 if all are scalars)."""
+    entries = list(filters) + list(poolings) + [h for h in hints if h is not None]
+    lengths = {len(e) for e in entries if np.ndim(e) > 0}
+    if len(lengths) > 1:
+        raise ValueError(f"filters, poolings and sizes mix per-axis entries of lengths "
+                         f"{sorted(lengths)}")
+    n_dim = lengths.pop() if lengths else 2
+    if n_dim not in (2, 3):
+        raise ValueError(f"only 2-D and 3-D architectures can be profiled, got {n_dim} axes")
+    return n_dim
+
+
+def _mfp_flags(MFP, poolings):
+    """Per-layer MFP flags; ``True`` means MFP in every layer that pools."""
+    if MFP is None or isinstance(MFP, bool | np.bool_):
+        return [bool(MFP) and int(np.max(p)) > 1 for p in poolings]
+    flags = [bool(m) for m in MFP]
+    if len(flags) != len(poolings):
+        raise ValueError(f"MFP needs one entry per layer ({len(poolings)}), got {MFP!r}")
+    return flags
+
+
+def _calculator(filters, poolings, mfp, n_dim, desired_input=None):
+    """The calculator of the net as built here: the given layers plus the 1×1 output layer."""
+    return CNNCalculator(list(filters) + [1], list(poolings) + [1], desired_input=desired_input,
+                         MFP=list(mfp) + [any(mfp)], n_dim=n_dim)
+
+
+def candidate_input_sizes(filters, poolings, MFP=False, n_sizes=5, max_size=None):
+    """Valid input sizes spread from the smallest to ``max_size``, geometrically.
+
+    Parameters
+    ----------
+    filters, poolings : list
+        Filter sizes and pooling factors of the conv layers (entries scalar or per axis; 3-D
+        entries in zxy order). A 1×1 output layer is added, as :func:`profile_input_sizes`
+        does.
+    MFP : bool or list of bool, optional
+        As for :func:`profile_input_sizes`.
+    n_sizes : int, optional
+        Number of sizes (fewer if the valid sizes run out).
+    max_size : int or tuple of int, optional
+        Largest size per axis (default :data:`DEFAULT_MAX_SIZE`). If no valid size of an axis is
+        that small, the smallest valid size is used.
+
+    Returns
+    -------
+    list of tuple of int
+        Input sizes ``(x, y)`` or ``(z, x, y)``, smallest first, without repeats.
+    """
+    n_dim = _n_dim(filters, poolings, max_size)
+    mfp = _mfp_flags(MFP, poolings)
+    calc = _calculator(filters, poolings, mfp, n_dim)
+    limits = DEFAULT_MAX_SIZE[n_dim] if max_size is None else max_size
+    limits = (int(limits),) * n_dim if np.ndim(limits) == 0 else tuple(int(m) for m in limits)
+    if len(limits) != n_dim:
+        raise ValueError(f"max_size needs {n_dim} entries, got {max_size!r}")
+    valid = [[s for s in v if s <= m] or v[:1]
+             for v, m in zip(calc.valid_inputs, limits, strict=True)]
+    sizes = []
+    for t in np.linspace(0.0, 1.0, max(int(n_sizes), 1)):
+        size = []
+        for v in valid:
+            target = v[0] * (v[-1] / v[0]) ** t
+            size.append(max(s for s in v if s <= target + 1e-9))
+        if tuple(size) not in sizes:
+            sizes.append(tuple(size))
+    return sizes
+
+
+def _build(size, filters, poolings, mfp, nof_filters, n_ch, n_lab, activation_func, seed):
+    """The net for one input size: batch 1, forward pass only."""
+    calc = _calculator(filters, poolings, mfp, len(size), desired_input=list(size))
+    if tuple(calc.input) != tuple(size):
+        raise ValueError(f"input size {tuple(size)} does not fit the architecture; the next "
+                         f"valid one is {tuple(calc.input)}")
+    cnn = MixedConvNN(size, input_depth=n_ch, batch_size=1, dimension_calc=calc, seed=seed)
+    for n, f, p, m in zip(nof_filters, filters, poolings, mfp, strict=True):
+        cnn.addConvLayer(n, f, p, activation_func, use_fragment_pooling=m)
+    cnn.addConvLayer(n_lab, 1, 1, "linear", is_last_layer=True)
+    cnn.compileOutputFunctions(target="nll", only_forward=True)
+    return cnn
+
+
+def _traced_peak(fn, *args):
+    """Run ``fn(*args)``; return its result and the peak of traced allocations during it."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = fn(*args)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    return result, max(peak, 0)
+
+
+def profile_input_sizes(filters, poolings, n_ch=1, n_lab=2, MFP=False, activation_func="relu",
+                        nof_filters=None, n_sizes=5, repeats=3, sizes=None, max_size=None,
+                        seed=0, verbose=False):
+    """Time the forward pass of an architecture for several input sizes.
+
+    For each input size, the net (the given conv layers plus a 1×1 linear output layer with
+    ``n_lab`` classes, batch size 1, no gradients) is built and compiled, and
+    ``class_probabilities`` is called on random input: once to warm up, once to measure the
+    memory and ``repeats`` times for the timing.
+
+    Parameters
+    ----------
+    filters, poolings : list
+        Filter size and pooling factor of each conv layer; an entry is an int or one int per
+        axis (3-D in zxy order, e.g. ``[[1, 4, 4], [1, 3, 3], [3, 3, 3]]``).
+    n_ch : int, optional
+        Input channels.
+    n_lab : int, optional
+        Classes of the output layer.
+    MFP : bool or list of bool, optional
+        Max-fragment-pooling: ``True`` in every pooling layer, or one flag per layer.
+    activation_func : str, optional
+        Activation of the conv layers.
+    nof_filters : int or list of int, optional
+        Filters per layer (default 16 in every layer).
+    n_sizes : int, optional
+        Number of input sizes (see :func:`candidate_input_sizes`); ignored with ``sizes``.
+    repeats : int, optional
+        Timed passes per size; the median is reported.
+    sizes : list of tuple of int, optional
+        The input sizes to profile instead of the automatic choice; each must be valid.
+    max_size : int or tuple of int, optional
+        Largest input size per axis for the automatic choice.
+    seed : int, optional
+        Seed of the weights and of the random input.
+    verbose : bool, optional
+        Print a table row per size as it is measured.
+
+    Returns
+    -------
+    list of dict
+        One dict per size, smallest first, with the keys
+
+        * ``input_size``: the input ``(x, y)`` or ``(z, x, y)``;
+        * ``output_size``: spatial size of one pass's output (dense where MFP is on);
+        * ``output_strides``: spacing of the output voxels in input voxels;
+        * ``passes``: forward passes ``predictDense`` makes per tile (``prod(output_strides)``);
+        * ``compile_s``: seconds to build and compile the net;
+        * ``first_pass_s``: seconds of the first (warm-up) pass, which includes one-time work
+          such as the JIT compilation of parts of the graph;
+        * ``pass_s``: median seconds of one forward pass;
+        * ``voxels_per_s``: output voxels per second, ``prod(output_size) / pass_s``. This is
+          the dense prediction speed, with or without MFP: a tile takes ``passes`` passes and
+          yields ``passes * prod(output_size)`` voxels;
+        * ``peak_mem_mb``: the peak of memory allocated during one forward pass after the
+          warm-up (MiB, measured with :mod:`tracemalloc`): the numpy buffers of the
+          intermediate and output arrays (allocated by elektronn's Ops and PyTensor's C and
+          Python thunks) and Python objects, on top of what existed before the pass (input,
+          weights, buffers the compiled function keeps between calls). Memory that compiled
+          code allocates outside numpy or on a device (e.g. the JAX backend on a GPU) is not
+          seen.
+
+    Raises
+    ------
+    ValueError
+        For inconsistent arguments or an input size that does not fit the architecture.
+
+    Notes
+    -----
+    A size that runs out of memory ends the profile (larger ones would too) with a warning;
+    the sizes measured until then are returned.
+    """
+    filters, poolings = list(filters), list(poolings)
+    if len(filters) != len(poolings) or not filters:
+        raise ValueError(f"filters and poolings need one entry per layer, got {len(filters)} "
+                         f"and {len(poolings)}")
+    if sizes is not None:
+        sizes = [tuple(int(s) for s in size) for size in sizes]
+    _n_dim(filters, poolings, max_size, *(sizes or []))  # checks that the axes agree
+    mfp = _mfp_flags(MFP, poolings)
+    nof = [16] * len(filters) if nof_filters is None else nof_filters
+    nof = [int(nof)] * len(filters) if np.ndim(nof) == 0 else [int(n) for n in nof]
+    if len(nof) != len(filters):
+        raise ValueError(f"nof_filters needs one entry per layer ({len(filters)}), got {nof}")
+    if sizes is None:
+        sizes = candidate_input_sizes(filters, poolings, mfp, n_sizes, max_size)
+    rng = np.random.default_rng(seed)
+    results = []
+    if verbose:
+        print(format_table([]), flush=True)
+    for size in sizes:
+        try:
+            row = _profile_one(size, filters, poolings, mfp, nof, n_ch, n_lab,
+                               activation_func, max(int(repeats), 1), seed, rng)
+        except MemoryError:
+            logger.warning("out of memory at input size %s: larger sizes skipped", size)
+            if verbose:
+                print(f"out of memory at input size {size}: larger sizes skipped")
+            break
+        results.append(row)
+        if verbose:
+            print(format_table([row], header=False), flush=True)
+    return results
+
+
+def _profile_one(size, filters, poolings, mfp, nof, n_ch, n_lab, activation_func, repeats,
+                 seed, rng):
+    t0 = time.perf_counter()
+    cnn = _build(size, filters, poolings, mfp, nof, n_ch, n_lab, activation_func, seed)
+    getattr(cnn.class_probabilities, "fn", None)  # compile now if compiling is deferred
+    compile_s = time.perf_counter() - t0
+    shape = (1, n_ch) + size if len(size) == 2 else (1, size[0], n_ch) + size[1:]
+    x = rng.random(shape, dtype=np.float32)
+    t0 = time.perf_counter()
+    cnn.class_probabilities(x)  # warm-up: one-time work of the first call
+    first_pass_s = time.perf_counter() - t0
+    _, peak = _traced_peak(cnn.class_probabilities, x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        cnn.class_probabilities(x)
+        times.append(time.perf_counter() - t0)
+    pass_s = statistics.median(times)
+    out = tuple(int(s) for s in cnn.output_shape[2:])
+    strides = [int(s) for s in cnn.output_strides]
+    return {
+        "input_size": size,
+        "output_size": out,
+        "output_strides": strides,
+        "passes": int(np.prod(strides)),
+        "compile_s": compile_s,
+        "first_pass_s": first_pass_s,
+        "pass_s": pass_s,
+        "voxels_per_s": float(np.prod(out)) / pass_s,
+        "peak_mem_mb": peak / 2**20,
+    }
+
+
+_COLUMNS = (("input", 16), ("output", 16), ("passes", 6), ("compile[s]", 10), ("pass[s]", 10),
+            ("MVox/s", 9), ("peak[MiB]", 10))
+
+
+def format_table(results, header=True):
+    """The results of :func:`profile_input_sizes` as a text table.
+
+    Parameters
+    ----------
+    results : list of dict
+        Rows to format.
+    header : bool, optional
+        Start with the column titles.
+
+    Returns
+    -------
+    str
+    """
+    lines = ["  ".join(f"{name:>{w}}" for name, w in _COLUMNS)] if header else []
+    for r in results:
+        cells = ("x".join(map(str, r["input_size"])), "x".join(map(str, r["output_size"])),
+                 str(r["passes"]), f"{r['compile_s']:.2f}", f"{r['pass_s']:.4g}",
+                 f"{r['voxels_per_s'] / 1e6:.4g}", f"{r['peak_mem_mb']:.1f}")
+        lines.append("  ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
+    return "\n".join(lines)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def _int_tuple(text):
+    """``'1,4,4'`` -> ``(1, 4, 4)``; ``'3'`` -> ``3``."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or ints separated by commas, "
+                                         f"got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="elektronn-profile",
+        description="Time the forward pass of a conv architecture (plus a 1x1 output layer) "
+                    "for several input sizes and report the dense prediction speed and the "
+                    "memory of a pass. 3-D sizes are given in zxy order.",
+        epilog="example: elektronn-profile --filters 1,4,4 1,3,3 3,3,3 --pools 1,2,2 1,2,2 "
+               "1,1,1 --nof-filters 10 25 40 --mfp")
+    p.add_argument("--filters", nargs="+", type=_int_tuple, required=True,
+                   help="filter size per layer: an int or ints per axis, e.g. 1,4,4")
+    p.add_argument("--pools", nargs="+", type=_int_tuple, required=True,
+                   help="pooling factors per layer, e.g. 1,2,2")
+    p.add_argument("--nof-filters", nargs="+", type=int, default=None,
+                   help="number of filters per layer (default 16 each)")
+    p.add_argument("--mfp", action="store_true", help="max-fragment-pooling in pooling layers")
+    p.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
+    p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
+    p.add_argument("--activation", default="relu", help="activation function (default relu)")
+    p.add_argument("--sizes", type=int, default=5, metavar="N",
+                   help="number of input sizes (default 5)")
+    p.add_argument("--max-size", type=_int_tuple, default=None,
+                   help="largest input size, an int or one per axis (default 512 for 2-D, "
+                        "32,192,192 for 3-D)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per size (default 3)")
+    p.add_argument("--mode", choices=("c", "numba", "jax", "py"), default=None,
+                   help="compilation mode (see elektronn.backend)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
+    return p
+
+
+def main(argv=None):
+    """Entry point of ``elektronn-profile``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        0 on success.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 for invalid arguments (as argparse does), after printing the usage.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.mode is not None:
+        from elektronn import backend
+
+        backend.set_mode(args.mode)
+    try:
+        results = profile_input_sizes(
+            args.filters, args.pools, n_ch=args.channels, n_lab=args.classes, MFP=args.mfp,
+            activation_func=args.activation, nof_filters=args.nof_filters,
+            n_sizes=args.sizes, repeats=args.repeats, max_size=args.max_size, verbose=True)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.json:
+        report = {
+            "architecture": {"filters": args.filters, "pools": args.pools,
+                             "nof_filters": args.nof_filters, "mfp": args.mfp,
+                             "channels": args.channels, "classes": args.classes,
+                             "activation": args.activation},
+            "results": results,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
