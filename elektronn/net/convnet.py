@@ -221,9 +221,12 @@ class MixedConvNN:
         else:
             layer = (ConvLayer2d if self.n_dim == 2 else ConvLayer3d)(*args, **kwargs)
 
-        (self._output_layers if add_in_output_layers else self.layers).append(layer)
-        self.poolings.append(pool)
-        self.mfp_offsets, self.mfp_strides = layer.mfp_offsets, layer.mfp_strides
+        if add_in_output_layers:
+            self._output_layers.append(layer)
+        else:
+            self.layers.append(layer)
+            self.poolings.append(pool)
+            self.mfp_offsets, self.mfp_strides = layer.mfp_offsets, layer.mfp_strides
         if reshape:
             self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,) * (self.n_dim + 1))
         conv_sizes = [s - f + 1 for s, f in zip(spatial, fsize)]
@@ -706,21 +709,26 @@ class MixedConvNN:
                 myfile, f"the file has {len(pset.params)} layers, the net {len(layers)}")
         new = []
         for i, (lay, saved) in enumerate(zip(layers[:n], pset.params[:n])):
-            for k, (p, value) in enumerate(zip(lay.params, saved)):
-                target = p.get_value().shape
-                if value.shape != target:
-                    if strict:
-                        raise paramfile.ParameterFileError(
-                            myfile, f"layer {i}: parameter {k} has shape {value.shape}, the net "
-                            f"needs {target}")
-                    adapt = paramfile.adapt_conv_filter if value.ndim in (4, 5) and k == 0 \
-                        else paramfile.adapt_bias
-                    value = adapt(value, target, self.rng)
-                    if value is None:
-                        logger.warning("Load: skipping layer %i (shapes %s -> %s)", i + 1,
-                                       saved[k].shape, target)
-                        break
-                new.append((p, np.asarray(value, np.float32)))
+            values = [self._fitted(myfile, i, k, value, p.get_value().shape, strict)
+                      for k, (p, value) in enumerate(zip(lay.params, saved))]
+            if any(v is None for v in values):
+                logger.warning("Load: skipping layer %i (shapes %s -> %s)", i + 1,
+                               [v.shape for v in saved], [p.get_value().shape for p in lay.params])
+                continue
+            new += zip(lay.params, values)
         for p, value in new:  # all checks passed: now change the net
             p.set_value(value)
         logger.info("loading complete (%i layers)", n)
+
+    def _fitted(self, path, layer, k, value, target, strict):
+        """``value`` as float32 of shape ``target``: adapted, ``None`` if impossible, or an error."""
+        if value.shape == target:
+            return np.asarray(value, np.float32)
+        if strict:
+            raise paramfile.ParameterFileError(
+                path, f"layer {layer}: parameter {k} has shape {value.shape}, the net needs "
+                f"{target}")
+        adapt = paramfile.adapt_conv_filter if value.ndim in (4, 5) and k == 0 else \
+            paramfile.adapt_bias
+        fitted = adapt(value, target, self.rng)
+        return None if fitted is None else np.asarray(fitted, np.float32)

@@ -323,3 +323,32 @@ def test_perceptron_params_order_and_names():
     lay = cnn.layers[0]
     assert isinstance(lay, PerceptronLayer)
     assert lay.params == [lay.b, lay.W] and lay.W.name == "W_perceptron6.4"
+
+
+def test_load_parameters_errors_leave_net_unchanged(tmp_path, rng):
+    from elektronn.net.paramfile import ParameterFileError
+
+    cnn = MixedConvNN((8, 8), input_depth=1, batch_size=1, seed=0)
+    cnn.addConvLayer(3, 3, pool_shape=2)
+    cnn.addConvLayer(2, 3, pool_shape=1, is_last_layer=True)
+    cnn.compileOutputFunctions("nll", only_forward=True)
+    good = tmp_path / "good.param"
+    cnn.saveParameters(str(good))
+    before = [p.get_value().copy() for p in cnn.params]
+    data = good.read_bytes()
+    (tmp_path / "cut.param").write_bytes(data[: len(data) // 2])
+    other = MixedConvNN((8, 8), input_depth=1, batch_size=1, seed=1)
+    other.addConvLayer(4, 3, pool_shape=2)
+    other.addConvLayer(2, 3, pool_shape=1, is_last_layer=True)
+    other.compileOutputFunctions("nll", only_forward=True)
+    other.saveParameters(str(tmp_path / "other.param"))
+    with pytest.raises(ParameterFileError):
+        cnn.loadParameters(str(tmp_path / "cut.param"))
+    with pytest.raises(ParameterFileError, match="parameter 0 has shape"):
+        cnn.loadParameters(str(tmp_path / "other.param"), strict=True)
+    for p, v in zip(cnn.params, before):
+        np.testing.assert_array_equal(p.get_value(), v)
+    cnn.loadParameters(str(tmp_path / "other.param"))  # adaptive: adapts the filters
+    assert cnn.layers[0].W.get_value().shape == (3, 1, 3, 3)
+    cnn.loadParameters(str(good), n_layers_to_load=1)
+    np.testing.assert_array_equal(cnn.layers[0].W.get_value(), before[1])
