@@ -47,7 +47,10 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
                 int o = ob * OB + j;
                 wpack[((long)ob * K + q) * OB + j] = o < oc ? w[(long)o * K + q] : 0.0f;
             }
-    const long nfull = n / PB;
+    /* position blocks of PB; the last one is shifted back to end at n (it recomputes a few
+     * positions of its neighbour, with identical results), so no position needs scalar code
+     * unless the whole row is shorter than one block */
+    const long nfull = n >= PB ? (n + PB - 1) / PB : 0;
     const long nblocks = nfull * nob;
     /* one parallel loop over (example, position block, output-channel block); small problems
      * stay on one thread, where waking the team would cost more than the work */
@@ -57,7 +60,7 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
         const long b = job / nblocks, blk = job % nblocks;
         const float *xb = x + b * ic * P;
         float *yb = y + b * oc * P;
-        const long p = (blk / nob) * PB;
+        const long p = (blk / nob + 1) * PB <= n ? (blk / nob) * PB : n - PB;
         const int ob = blk % nob;
         vf acc[OB][NV];
         for (int j = 0; j < OB; j++)
@@ -80,11 +83,13 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
                 for (int v = 0; v < NV; v++) storeu(yb + (long)o * P + p + v * VW, acc[j][v]);
         }
     }
-    /* scalar tail: the positions after the last full block */
+    if (nfull)
+        return;
+    /* rows shorter than one block: scalar code */
     for (int b = 0; b < bs; b++) {
         const float *xb = x + (long)b * ic * P;
         float *yb = y + (long)b * oc * P;
-        for (long p = nfull * PB; p < n; p++)
+        for (long p = 0; p < n; p++)
             for (int o = 0; o < oc; o++) {
                 float s = 0.0f;
                 for (int c = 0; c < ic; c++)

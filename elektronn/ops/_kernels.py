@@ -104,6 +104,22 @@ def _valid(spatial, kshape):
     return tuple(slice(0, s - k + 1) for s, k in zip(spatial, kshape))
 
 
+# Planes smaller than this are processed as one long plane of all examples side by side, so
+# that the vector blocks of the kernels stay full (the positions between examples are computed
+# and cropped away, like those between rows).
+_SMALL_PLANE = 4096
+
+
+def _merge_batch(a):
+    """``(bs, c, *sp)`` -> ``(1, c, bs * prod(sp))`` (one plane holding every example)."""
+    return np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(1, a.shape[1], -1)
+
+
+def _split_batch(full, bs, spatial):
+    """Inverse of :func:`_merge_batch` for a ``(1, c, bs * prod(sp))`` result."""
+    return np.swapaxes(full.reshape((full.shape[1], bs) + tuple(spatial)), 0, 1)
+
+
 def corr(x, w):
     """Valid cross-correlation ``y[n,o,p] = sum_{c,k} w[o,c,k] x[n,c,p+k]`` (float32)."""
     lib = kernel_library()
@@ -113,11 +129,17 @@ def corr(x, w):
     w = np.ascontiguousarray(w, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc, ksh = w.shape[0], w.shape[2:]
+    merged = bs > 1 and np.prod(sp) < _SMALL_PLANE
+    xk = _merge_batch(x) if merged else x
     offs, plane, n = _grid(sp, ksh)
-    full = np.empty((bs, oc) + sp, dtype=np.float32)
+    if merged:
+        plane *= bs
+        n = plane - int(offs[-1])
+    full = np.empty((xk.shape[0], oc, plane), dtype=np.float32)
     wpack = np.empty((oc + 16) * ic * len(offs), dtype=np.float32)
-    lib.corr_fwd(_ptr(x), _ptr(w), _ptr(full), _ptr(wpack), bs, ic, oc, plane, len(offs),
-                 _ptr(offs), n)
+    lib.corr_fwd(_ptr(xk), _ptr(w), _ptr(full), _ptr(wpack), xk.shape[0], ic, oc, plane,
+                 len(offs), _ptr(offs), n)
+    full = _split_batch(full, bs, sp) if merged else full.reshape((bs, oc) + sp)
     return np.ascontiguousarray(full[(slice(None), slice(None)) + _valid(sp, ksh)])
 
 
@@ -129,11 +151,15 @@ def corr_weights(x, g, kshape):
     x = np.ascontiguousarray(x, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc = g.shape[1]
-    offs, plane, n = _grid(sp, kshape)
     gfull = np.zeros((bs, oc) + sp, dtype=np.float32)
     gfull[(slice(None), slice(None)) + _valid(sp, kshape)] = g
+    offs, plane, n = _grid(sp, kshape)
+    if bs > 1 and np.prod(sp) < _SMALL_PLANE:
+        x, gfull = _merge_batch(x), _merge_batch(gfull)
+        plane *= bs
+        n = plane - int(offs[-1])
     gw = np.empty((oc, ic) + tuple(kshape), dtype=np.float32)
     part = np.empty(oc * ic * len(offs) * 16, dtype=np.float32)
-    lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), bs, ic, oc, plane, len(offs),
-                   _ptr(offs), n)
+    lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), x.shape[0], ic, oc, plane,
+                   len(offs), _ptr(offs), n)
     return gw

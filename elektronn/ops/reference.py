@@ -96,15 +96,20 @@ def pool(x, ws, mode="max"):
 
     ``mode='max'`` takes the maximum; ``'maxabs'`` the element of largest absolute value with
     its sign, ties going to the positive value.  Axes must be divisible by their factor.
+    Computed as an elementwise max (and min) over the strided slices ``[i::p]`` of each axis.
     """
-    nd = len(ws)
-    lead = x.ndim - nd
-    axes = tuple(lead + 2 * i + 1 for i in range(nd))
-    b = _blocked(x, ws)
-    hi = b.max(axis=axes)
+    hi = lo = x
+    for i, p in enumerate(ws):
+        if p == 1:
+            continue
+        axis = x.ndim - len(ws) + i
+        step = [(Ellipsis,) + (slice(j, None, p),) + (slice(None),) * (x.ndim - 1 - axis)
+                for j in range(p)]
+        hi = np.maximum.reduce([hi[s] for s in step])
+        if mode != "max":
+            lo = np.minimum.reduce([lo[s] for s in step])
     if mode == "max":
-        return hi
-    lo = b.min(axis=axes)
+        return np.ascontiguousarray(hi)
     return np.where(hi >= -lo, hi, lo)
 
 

@@ -1,0 +1,57 @@
+"""Run every MNIST example for a few steps on a tiny synthetic MNIST pickle."""
+
+import gzip
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """A mnist.pkl.gz in the original format with 30/20/20 random images."""
+    rng = np.random.default_rng(0)
+    splits = tuple((rng.random((n, 784), dtype=np.float32), np.arange(n) % 10)
+                   for n in (30, 20, 20))
+    path = tmp_path_factory.mktemp("mnist") / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(splits, protocol=2)))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_cnn_dropout", "mnist_mlp"])
+def test_classifier_examples(name, tiny_mnist, capsys):
+    error = load_example(name).main(["--iterations", "3", "--data", tiny_mnist, "--seed", "1"])
+    assert 0 <= error <= 1
+    out = capsys.readouterr().out
+    assert "update: 0;" in out and "Test error:" in out
+
+
+@pytest.mark.slow
+def test_autoencoder_example(tiny_mnist, tmp_path, capsys):
+    params, image = tmp_path / "ae.param", tmp_path / "recon.png"
+    error = load_example("mnist_autoencoder").main(
+        ["--iterations", "3", "--data", tiny_mnist, "--save", str(params), "--plot", str(image),
+         "--seed", "1"])
+    assert 0 <= error <= 1 and params.stat().st_size > 0 and image.stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "Validation reconstruction error" in out and "Test error:" in out
+
+
+def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("ELEKTRONN_MNIST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SystemExit, match="mnist.pkl.gz") as info:
+        load_example("mnist_cnn").main(["--iterations", "1"])
+    assert "ELEKTRONN_MNIST" in str(info.value)
