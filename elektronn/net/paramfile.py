@@ -39,6 +39,7 @@ __all__ = [
     "ParameterFileError",
     "ParameterSet",
     "read_param_file",
+    "read_pickles",
     "write_param_file",
     "split_layers",
     "adapt_conv_filter",
@@ -164,35 +165,55 @@ def read_param_file(path) -> list:
         If the file cannot be opened.
     """
     path = os.fspath(path)
-    objects = []
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
+        if os.fstat(f.fileno()).st_size == 0:
             raise ParameterFileError(path, "the file is empty")
-        while f.tell() < size:
-            start = f.tell()
-            index = len(objects)
-            try:
-                obj = _RestrictedUnpickler(f, encoding="latin1").load()
-            except _RefusedGlobal as err:
-                raise ParameterFileError(
-                    path,
-                    f"object #{index} refers to the global {err}, which is refused; only numpy "
-                    "arrays/dtypes/scalars, numbers, strings, lists and tuples are allowed",
-                ) from None
-            except MemoryError:
-                raise
-            except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
-                raise ParameterFileError(
-                    path,
-                    f"truncated or not a parameter file: object #{index} at byte {start} "
-                    f"cannot be read ({type(err).__name__}: {err})",
-                ) from err
-            try:
-                _check_tree(obj, f"object #{index}")
-            except TypeError as err:
-                raise ParameterFileError(path, str(err)) from None
-            objects.append(obj)
+        return read_pickles(f, path)
+
+
+def read_pickles(f, name="<stream>") -> list:
+    """Read every object of a stream of pickles through the restricted unpickler.
+
+    Parameters
+    ----------
+    f : binary file object with ``peek`` (a regular or a gzip file)
+    name : str
+        Used in error messages.
+
+    Returns
+    -------
+    list
+        The objects in stream order (see :func:`read_param_file`).
+
+    Raises
+    ------
+    ParameterFileError
+        As :func:`read_param_file`.
+    """
+    objects = []
+    while f.peek(1):
+        index = len(objects)
+        try:
+            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+        except _RefusedGlobal as err:
+            raise ParameterFileError(
+                name,
+                f"object #{index} refers to the global {err}, which is refused; only numpy "
+                "arrays/dtypes/scalars, numbers, strings, lists and tuples are allowed",
+            ) from None
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
+            raise ParameterFileError(
+                name,
+                f"truncated or not a pickle stream: object #{index} cannot be read "
+                f"({type(err).__name__}: {err})",
+            ) from err
+        try:
+            _check_tree(obj, f"object #{index}")
+        except TypeError as err:
+            raise ParameterFileError(name, str(err)) from None
+        objects.append(obj)
     return objects
 
 

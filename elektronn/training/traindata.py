@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elektronn.net.paramfile import _RefusedGlobal, _RestrictedUnpickler
+from elektronn.net.paramfile import read_pickles
 
 __all__ = [
     "Data",
@@ -381,20 +381,8 @@ def _open(path):
 
 def _read_pickle(path):
     """All objects of a (gzipped) pickle stream, through the restricted unpickler."""
-    objects = []
     with _open(path) as f:
-        try:
-            while f.peek(1):
-                objects.append(_RestrictedUnpickler(f, encoding="latin1").load())
-        except _RefusedGlobal as err:
-            raise ValueError(f"{path}: the pickle refers to {err}, which is refused (an MNIST "
-                             "pickle holds only numpy arrays, numbers and tuples)") from None
-        except MemoryError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any decoding failure means a bad file
-            raise ValueError(f"{path} is not a readable MNIST pickle "
-                             f"({type(err).__name__}: {err})") from err
-    return objects
+        return read_pickles(f, str(path))
 
 
 def _check_split(path, name, split):

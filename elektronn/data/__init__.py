@@ -1,0 +1,1 @@
+"""Data for elektronn: a seeded synthetic EM-like volume generator (:mod:`.synthetic`)."""
