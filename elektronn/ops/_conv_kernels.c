@@ -127,7 +127,7 @@ void corr_gradw(const float *x, const float *g, float *gw, float *part, int bs, 
         const float *gb = g + (long)b * oc * P;
         for (long c0 = 0; c0 < nvec; c0 += CHUNK / VW) {
             const long c1 = c0 + CHUNK / VW < nvec ? c0 + CHUNK / VW : nvec;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait  /* same blocks per thread in every chunk: no barrier needed */
             for (long blk = 0; blk < nblocks; blk++) {
                 const int qb = blk / nob, ob = blk % nob;
                 const int no = oc - ob * GO < GO ? oc - ob * GO : GO;
