@@ -83,5 +83,5 @@ class CheckedFunction:
         if len(values) != len(self.args):
             names = ", ".join(a.name for a in self.args)
             raise ValueError(f"expected {len(self.args)} arguments ({names}), got {len(values)}")
-        out = self.fn(*(a.convert(v) for a, v in zip(self.args, values)))
+        out = [np.asarray(o) for o in self.fn(*(a.convert(v) for a, v in zip(self.args, values)))]
         return out[0] if self.single else out
