@@ -1,4 +1,4 @@
-"""Small helpers shared by the package: time formatting and a progress display.
+"""Small helpers shared by the package: time formatting, a progress display, random sources.
 
 ``pprinttime`` is the formatter of ELEKTRONN 1.0; :class:`Progress` is the one progress helper
 used wherever long loops report on the terminal (``show_progress=True``).
@@ -7,7 +7,19 @@ used wherever long loops report on the terminal (``show_progress=True``).
 import sys
 import time
 
-__all__ = ["pprinttime", "Progress"]
+import numpy as np
+
+__all__ = ["pprinttime", "Progress", "as_rng"]
+
+
+def as_rng(rng):
+    """A random source: ``None`` -> numpy's global state (as ELEKTRONN 1.0); an int -> a new
+    ``Generator``; a ``Generator`` or ``RandomState`` is returned as is."""
+    if rng is None:
+        return np.random
+    if isinstance(rng, np.random.Generator | np.random.RandomState):
+        return rng
+    return np.random.default_rng(rng)
 
 
 def pprinttime(t):

@@ -15,6 +15,8 @@ import operator
 
 import numpy as np
 
+from elektronn.utils import as_rng
+
 __all__ = ["makeGabor", "makeGaborFilters", "blob", "gabor_initial_weights"]
 
 logger = logging.getLogger("elektronn")
@@ -149,14 +151,6 @@ def blob(size):
     return gauss / np.square(gauss).sum()
 
 
-def _as_rng(rng):
-    """None -> numpy's global random state (as the original); int -> a new Generator."""
-    if rng is None:
-        return np.random
-    if isinstance(rng, np.random.Generator | np.random.RandomState):
-        return rng
-    return np.random.default_rng(rng)
-
 
 def gabor_initial_weights(filter_shape, rng=None):
     """Weights for the Gabor initialisation of a 2-D conv layer.
@@ -204,7 +198,7 @@ def gabor_initial_weights(filter_shape, rng=None):
     if nof % 2 == 1:
         stack = [makeGaborFilters(x, (nof - 1) // 2) / 10, blob(x)[np.newaxis]]
     else:
-        noise = _as_rng(rng).normal(0, 0.02, (x, y))
+        noise = as_rng(rng).normal(0, 0.02, (x, y))
         gabors = makeGaborFilters(x, (nof - 2) // 2) / 10
         stack = [gabors, blob(x)[np.newaxis] / 10, noise[np.newaxis]]
     filters = np.concatenate(stack, axis=0).astype(np.float32)

@@ -12,6 +12,8 @@ import operator
 
 import numpy as np
 
+from elektronn.utils import as_rng
+
 __all__ = ["CNNCalculator", "initWeights"]
 
 logger = logging.getLogger("elektronn")
@@ -441,7 +443,7 @@ def initWeights(shape, scale="glorot", mode="normal", pool=None, rng=None):
         ``mode='rnn'``, or a shape without glorot fans (not 2-, 4- or 5-D).
     """
     shape = tuple(_positive_int(n, "shape") for n in (shape if _is_sequence(shape) else [shape]))
-    rng = np.random if rng is None else rng
+    rng = as_rng(rng)
     numeric = isinstance(scale, numbers.Real) and not isinstance(scale, (bool, np.bool_))
     glorot = isinstance(scale, str) and scale == "glorot"
     if mode == "const" and numeric:

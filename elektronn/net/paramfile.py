@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from elektronn.utils import as_rng
+
 __all__ = [
     "ParameterFileError",
     "ParameterSet",
@@ -446,14 +448,6 @@ def split_layers(objects: Sequence, params_per_layer=2, *, path="<objects>") -> 
 # --------------------------------------------------------------------------------------
 
 
-def _as_rng(rng):
-    """None -> numpy's global random state (as the original); int -> a new Generator."""
-    if rng is None:
-        return np.random
-    if isinstance(rng, np.random.Generator | np.random.RandomState):
-        return rng
-    return np.random.default_rng(rng)
-
 
 def _adapt_4d(saved, target, rng):
     """2-D conv filters ``(nof, ch, x, y)``: tile or cut filters and channels (reproduced)."""
@@ -553,7 +547,7 @@ def adapt_conv_filter(saved, target_shape, rng=None, *, centre_per_axis=True):
         return saved.astype(np.float32)
     if saved.ndim != len(target) or saved.ndim not in (4, 5) or 0 in saved.shape:
         return None
-    rng = _as_rng(rng)
+    rng = as_rng(rng)
     if saved.ndim == 4:
         return _adapt_4d(saved, target, rng)
     logger.info("adapting 3D_net_filter...")
@@ -600,7 +594,7 @@ def adapt_bias(saved, target_shape, rng=None):
     t0, s0 = target[0], saved.shape[0]
     if t0 <= s0:
         return saved[:t0].astype(np.float32)
-    _as_rng(rng).random(target)  # the original's (invisible) random fill
+    as_rng(rng).random(target)  # the original's (invisible) random fill
     out = np.empty(target, dtype=np.float32)
     for i in range(0, t0, s0):
         n = min(t0 - i, s0)

@@ -7,6 +7,7 @@ compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch
 JAX implementations of every Op for PyTensor's JAX mode (GPU).
 """
 
+from elektronn import backend  # noqa: F401  (configures PyTensor before any Op is built)
 from elektronn.ops.conv import Conv, ConvGradInput, ConvGradWeights, conv, conv2d, conv3d
 from elektronn.ops.mfp import (
     DenseToFragments,
