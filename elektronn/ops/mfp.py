@@ -15,7 +15,7 @@ from pytensor.graph.op import Op
 
 from elektronn.ops import reference
 from elektronn.ops._common import as_float32, check_ndim
-from elektronn.ops.pool import _pooled_type, check_pool_args
+from elektronn.ops.pool import _PoolingGrad, _pooled_type, check_pool_args
 
 __all__ = [
     "MaxFragmentPool",
@@ -106,23 +106,10 @@ class MaxFragmentPool(Op):
         return [MaxFragmentPoolGrad(self.ws)(inputs[0], outputs[0], cotangents[0])]
 
 
-class MaxFragmentPoolGrad(Op):
+class MaxFragmentPoolGrad(_PoolingGrad):
     """Gradient of :class:`MaxFragmentPool` with respect to its input."""
 
-    __props__ = ("ws",)
-
-    def __init__(self, ws):
-        self.ws = check_pool_args(ws, "max")
-
-    def make_node(self, x, y, g):
-        x, y, g = (as_float32(v, n) for v, n in ((x, "input"), (y, "output"), (g, "gradient")))
-        return Apply(self, [x, y, g], [x.type()])
-
-    def perform(self, node, inputs, output_storage):
-        output_storage[0][0] = reference.mfp_grad(*inputs, self.ws).astype("float32")
-
-    def infer_shape(self, fgraph, node, shapes):
-        return [shapes[0]]
+    numpy_grad = staticmethod(reference.mfp_grad)
 
     def pullback(self, inputs, outputs, cotangents):
         x, y, g = inputs

@@ -91,14 +91,15 @@ class Pool(Op):
         return [PoolGrad(self.ws)(inputs[0], outputs[0], cotangents[0])]
 
 
-class PoolGrad(Op):
-    """Gradient of :class:`Pool`: every input equal to its window's output gets the gradient.
+class _PoolingGrad(Op):
+    """Shared part of the gradients of :class:`Pool` and max-fragment pooling.
 
-    Ties therefore all receive it (as in Theano); with ``maxabs`` only elements equal to the
-    signed output do.
+    Inputs ``(x, y, g)``: the pooling input, its output and the output gradient; the result has
+    the shape of ``x``.  Subclasses set ``numpy_grad`` (the numpy reference).
     """
 
     __props__ = ("ws",)
+    numpy_grad = None
 
     def __init__(self, ws):
         self.ws = check_pool_args(ws, "max")
@@ -108,10 +109,20 @@ class PoolGrad(Op):
         return Apply(self, [x, y, g], [x.type()])
 
     def perform(self, node, inputs, output_storage):
-        output_storage[0][0] = reference.pool_grad(*inputs, self.ws).astype("float32")
+        output_storage[0][0] = type(self).numpy_grad(*inputs, self.ws).astype("float32")
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
+
+
+class PoolGrad(_PoolingGrad):
+    """Gradient of :class:`Pool`: every input equal to its window's output gets the gradient.
+
+    Ties therefore all receive it (as in Theano); with ``maxabs`` only elements equal to the
+    signed output do.
+    """
+
+    numpy_grad = staticmethod(reference.pool_grad)
 
     def pullback(self, inputs, outputs, cotangents):
         x, y, g = inputs
