@@ -14,8 +14,8 @@ Modes
     PyTensor's C linker (``cvm``).  Graphs compile in about a second and are cached on disk;
     elektronn's convolution kernels are compiled C with OpenMP.
 ``"numba"``
-    PyTensor's numba linker.  Same run-time speed, but the first call of graphs with many
-    slices (pooling, MFP) JIT-compiles for tens of seconds.
+    PyTensor's numba linker.  elektronn's Ops run there in numba's object mode, and the first
+    call of graphs with many slices (pooling, MFP) JIT-compiles for minutes.
 ``"jax"``
     PyTensor's JAX linker (XLA); use it to run on a GPU when ``jax`` has one
     (``pip install elektronn[jax]`` plus a CUDA build of jaxlib).
@@ -25,9 +25,10 @@ Modes
 Choose with ``elektronn.backend.set_mode("jax")`` before compiling a net, or with the
 environment variable ``ELEKTRONN_MODE``.
 
-Measured on a 2-core machine (``benchmarks/bench_compile.py``): a pooling/MFP graph
-(forward and gradient) compiled for its first call in about 1 s with the C linker against
-tens of seconds with the numba linker, which is why ``"c"`` is the default.
+Measured on a 2-core machine (``benchmarks/bench_compile.py``): a 3-D pooling/MFP graph
+(forward and gradient) was ready for its first call after about 1 s with the C linker when
+the compile cache was warm (10-20 s with an empty cache) against 2-6 minutes with the numba
+linker, which is why ``"c"`` is the default.
 """
 
 import logging
