@@ -41,15 +41,15 @@ LABEL_NAME = "lab"
 """Dataset name of the labels in ``barrier_int16_<i>.h5`` (int16, ``(x, y, z)``, 1 = membrane)."""
 
 # Grey values (before illumination, blur and noise) of the three kinds of voxels.
-_CYTOPLASM = (0.62, 0.85)  # range of the per-cell brightness
+_CYTOPLASM = (0.6, 0.8)  # range of the per-cell brightness
 _ORGANELLE = 0.3
 _MEMBRANE = 0.12
 
 
 def _smooth_noise(rng, shape, sigma):
-    """Gaussian-filtered white noise of unit standard deviation."""
+    """Gaussian-filtered white noise, shifted and scaled to mean 0 and standard deviation 1."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
-    return field / field.std()
+    return (field - field.mean()) / field.std()
 
 
 def _grid(shape, anisotropy):
