@@ -55,3 +55,13 @@ def test_missing_data_says_where_to_put_it(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="mnist.pkl.gz") as info:
         load_example("mnist_cnn").main(["--iterations", "1"])
     assert "ELEKTRONN_MNIST" in str(info.value)
+
+
+@pytest.mark.slow
+def test_neuro_3d_example(tmp_path, capsys):
+    metrics = load_example("neuro_3d").main([
+        "--out", str(tmp_path), "--iterations", "3", "--patch", "5", "35", "35",
+        "--size", "48", "48", "12"])
+    assert set(metrics) >= {"accuracy", "f1"}
+    assert (tmp_path / "neuro3d.param").exists() and (tmp_path / "data" / "raw_1.h5").exists()
+    assert "update 3:" in capsys.readouterr().out
