@@ -18,35 +18,18 @@ from elektronn.net import paramfile
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
 
+from elektronn.training.config import master_defaults
+
 __all__ = ["CONFIG_DEFAULTS", "createNet", "createNetfromParams"]
 
 logger = logging.getLogger("elektronn")
 
-CONFIG_DEFAULTS = {
-    "filters": [],
-    "pool": [],
-    "nof_filters": [],
-    "activation_func": "relu",
-    "MFP": [],
-    "pooling_mode": "max",
-    "dropout_rates": [],
-    "batch_size": 1,
-    "rnn_layer_kwargs": None,
-    "MLP_layers": [],
-    "target": "nll",
-    "class_weights": None,
-    "use_example_weights": False,
-    "lazy_labels": False,
-    "label_prop_thresh": None,
-    "SGD_params": {"LR": 0.001, "momentum": 0.9},
-    "CG_params": {"n_steps": 4, "alpha": 0.35, "beta": 0.75, "max_step": 0.02, "min_step": 8e-5},
-    "RPROP_params": {"penalty": 0.35, "gain": 0.2, "beta": 0.7, "initial_update_size": 1e-4},
-    "LBFGS_params": {"maxfun": 40, "maxiter": 4, "m": 10, "factr": 1e2, "pgtol": 1e-9,
-                     "iprint": -1},
-    "Adam_params": {"LR": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
-    "weight_decay": False,
-    "param_file": None,
-}
+CONFIG_DEFAULTS = master_defaults((
+    "filters", "pool", "nof_filters", "activation_func", "MFP", "pooling_mode",
+    "dropout_rates", "batch_size", "rnn_layer_kwargs", "MLP_layers", "target",
+    "class_weights", "use_example_weights", "lazy_labels", "label_prop_thresh",
+    "SGD_params", "CG_params", "RPROP_params", "LBFGS_params", "Adam_params",
+    "weight_decay", "param_file"))
 """The configuration options :func:`createNet` reads, with the defaults of ELEKTRONN 1.0's
 ``MasterConfig`` that it uses for options the configuration does not have."""
 
