@@ -154,3 +154,13 @@ def test_sphinx_build_has_no_warnings(tmp_path):
     api = (tmp_path / "html" / "api.html").read_text()
     assert 'id="elektronn.net.convnet.MixedConvNN.trainingStep"' in api
     assert 'id="elektronn.net.netutils.CNNCalculator"' in api
+
+
+def test_readme_code_runs(isolated):
+    """The Python examples of the README run as written."""
+    readme = DOCS.parent / "README.md"
+    namespace = {"__name__": "README"}
+    blocks = runnable_blocks(readme.read_text())
+    assert blocks
+    for line, code in blocks:
+        exec(compile("\n" * (line - 1) + code, str(readme), "exec"), namespace)
