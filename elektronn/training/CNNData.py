@@ -1,0 +1,979 @@
+"""Image training data: cubes of images and labels, random patches, lazy labels (ELEKTRONN 1.0).
+
+:class:`CNNData` holds image cubes with their labels and cuts random training examples from
+them for a CNN (``getbatch``). It is the port of ELEKTRONN 1.0's ``CNNData`` with the same
+constructor, methods and return values.
+
+Layouts
+-------
+* On disk (HDF5): images ``(ch, x, y, z)`` or ``(x, y, z)``, labels ``(x, y, z)`` (or already
+  ``(z, ch, x, y)`` / ``(z, x, y)`` with ``zchxy_order=True``).
+* In the object: images ``(z, ch, x, y)``, labels ``(z, x, y)``; after loading, image and labels
+  of a cube share their spatial extent and ``label[v]`` belongs to ``image[v]`` (the labels are
+  zero-padded by the CNN offset, or the image is cropped; see :func:`_stripCubes`).
+* Batches: images ``(bs, ch, x, y)`` (2-D) or ``(bs, z, ch, x, y)`` (3-D), float32 in
+  ``[0, 1]`` for integer data (divided by 255); labels ``(bs, x', y')`` / ``(bs, z', x', y')``,
+  the patch without the CNN offset on each side, optionally subsampled by the CNN stride.
+
+Volumes larger than memory
+--------------------------
+With ``in_memory=False`` the HDF5 datasets stay on disk (files open read-only, reopened in a
+new process) and every example reads only its own window. The batches are identical to those
+of ``in_memory=True`` for the same seed (except with ``pre_process='standardise'``, whose
+statistics are computed in chunks); ``downsample_xy`` needs ``in_memory=True``.
+
+Random numbers
+--------------
+Every object has one ``numpy.random.Generator`` (:attr:`CNNData.rng`), seeded from ``seed``
+(default: fresh entropy) and re-seeded from that seed and the process id whenever
+``getbatch`` runs in a new process, so background workers draw different batches (quirk T5).
+Warp parameters, flips and grey augmentation use this generator too.
+
+Changes against ELEKTRONN 1.0
+-----------------------------
+Kept (spec R): the cut position is ``randint(0, s - p)`` per axis, so the last position of a
+cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
+become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
+``offset`` and ``stride`` are floored to ints; cube priorities are relative weights, not
+normalised by the user. Fixed: the 2-D choice of transposed slicing directions checks the
+slice axes (T7's second half); ``addDataFromNdarray`` builds ``info`` per cube and accepts
+``(z, x, y)`` images (T13); an empty validation set raises a clear ``ValueError``; an empty
+label dataset becomes zeros also with ``zchxy_order``; example weights work for 2-D and for a
+zero offset; an axis where the cube is exactly as large as the patch gets shift 0 even if
+other axes are larger (the original raised); prints are logging.
+"""
+
+import gc
+import logging
+import os
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+from elektronn.training.warping import (
+    getWarpParams,
+    greyAugment,
+    randomFlip,
+    transposeIgnoreCh,
+    warp2dJoint,
+    warp3dJoint,
+)
+
+__all__ = ["CNNData", "H5Volume"]
+
+logger = logging.getLogger("elektronn")
+
+_TRANSPOSES_2D = [(0, 1, 2), (2, 0, 1), (1, 2, 0)]
+_CHUNK = 2 ** 24  # elements per read when scanning a dataset on disk
+
+
+# --- lazy volumes ---------------------------------------------------------------------------------
+
+
+class H5Volume:
+    """A read-only, array-like window onto an HDF5 dataset, in another axis order.
+
+    Indexing with ints and unit-step slices reads just that window from disk. Positions of
+    the volume outside the dataset read as 0 (used for labels, which are zero-padded to the
+    image extent).
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The HDF5 file; None: a volume of zeros.
+    key : str or None
+        The dataset name.
+    axes : sequence of (int or None)
+        For every axis of the volume the dataset axis it shows, or None for a length-1 axis
+        the dataset does not have (e.g. the channel of single-channel images).
+    start : sequence of int, optional
+        Dataset coordinate of the volume's position 0 along every axis (negative: padding).
+    shape : sequence of int, optional
+        Shape of the volume (default: the dataset's extent from ``start`` on).
+    dtype : numpy dtype
+        Dtype of the values read.
+    divisor : float
+        Values read are converted to ``dtype`` and divided by it (255 for integer images).
+    mean, std : float or None
+        If given, ``(value - mean) / std`` is returned (standardisation).
+
+    Attributes
+    ----------
+    shape, ndim, dtype, size
+        As for a numpy array.
+    """
+
+    def __init__(self, path, key, axes, start=None, shape=None, dtype=np.float32, divisor=1,
+                 mean=None, std=None):
+        self.path, self.key = path, key
+        self.axes = tuple(axes)
+        self._handle = self._pid = None
+        fshape = self._file_shape()
+        self.start = tuple(start) if start is not None else (0,) * len(self.axes)
+        if shape is None:
+            shape = [1 if a is None else fshape[a] - s
+                     for a, s in zip(self.axes, self.start, strict=True)]
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.divisor, self.mean, self.std = divisor, mean, std
+
+    def _file_shape(self):
+        return (1,) * len(self.axes) if self.path is None else self._dataset().shape
+
+    def _dataset(self):
+        if self._handle is None or self._pid != os.getpid():  # h5py handles do not survive fork
+            self._handle = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._handle[self.key]
+
+    def close(self):
+        """Close the file (it is reopened on the next read)."""
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handle"] = state["_pid"] = None
+        return state
+
+    ndim = property(lambda self: len(self.shape))
+    size = property(lambda self: int(np.prod(self.shape)))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return f"H5Volume({self.path!r}, {self.key!r}, shape={self.shape}, axes={self.axes})"
+
+    def _derived(self, axes, start, shape):
+        new = object.__new__(H5Volume)
+        new.__dict__.update(self.__dict__)
+        new.axes, new.start, new.shape = tuple(axes), tuple(start), tuple(shape)
+        return new
+
+    def transpose(self, *axes):
+        """A view with permuted axes (as ``ndarray.transpose``; used by ``np.transpose``)."""
+        if len(axes) == 1 and not isinstance(axes[0], int | np.integer):
+            axes = axes[0]
+        if axes is None or axes == ():
+            axes = range(self.ndim)[::-1]
+        axes = [int(a) for a in axes]
+        return self._derived([self.axes[a] for a in axes], [self.start[a] for a in axes],
+                             [self.shape[a] for a in axes])
+
+    def crop(self, begin, shape):
+        """A view of the box ``begin[i] : begin[i] + shape[i]`` (may extend outside: zeros)."""
+        return self._derived(self.axes, [s + b for s, b in zip(self.start, begin, strict=True)],
+                             shape)
+
+    def _normalise_key(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim:
+            raise IndexError(f"too many indices for a volume of shape {self.shape}")
+        ranges, squeeze = [], []
+        for i, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            if isinstance(k, slice):
+                a, b, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("H5Volume supports only slices with step 1")
+                ranges.append((a, max(a, b)))
+            else:
+                k = int(k)
+                k = k + n if k < 0 else k
+                if not 0 <= k < n:
+                    raise IndexError(f"index {k} out of range for axis {i} of size {n}")
+                ranges.append((k, k + 1))
+                squeeze.append(i)
+        return ranges, tuple(squeeze)
+
+    def __getitem__(self, key):
+        ranges, squeeze = self._normalise_key(key)
+        out = np.zeros([b - a for a, b in ranges], dtype=self.dtype)
+        if self.path is not None and out.size:
+            self._fill(out, ranges)
+        return out.squeeze(axis=squeeze) if squeeze else out
+
+    def _fill(self, out, ranges):
+        ds = self._dataset()
+        fsl = [None] * ds.ndim
+        dst = []
+        for ax, st, (a, b) in zip(self.axes, self.start, ranges, strict=True):
+            if ax is None:
+                dst.append(slice(None))
+                continue
+            lo, hi = max(a + st, 0), min(b + st, ds.shape[ax])
+            if hi <= lo:
+                return  # entirely outside the dataset: zeros
+            fsl[ax] = slice(lo, hi)
+            dst.append(slice(lo - (a + st), hi - (a + st)))
+        block = ds[tuple(fsl)]
+        block = np.transpose(block, [ax for ax in self.axes if ax is not None])  # to our order
+        for i, ax in enumerate(self.axes):
+            if ax is None:
+                block = np.expand_dims(block, i)
+        out[tuple(dst)] = _convert(block, self.dtype, self.divisor, self.mean, self.std)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[...]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def chunks(self):
+        """Yield the volume in blocks along axis 0 (to scan volumes larger than memory)."""
+        n = max(1, _CHUNK // max(1, int(np.prod(self.shape[1:]))))
+        for a in range(0, self.shape[0], n):
+            yield self[a:a + n]
+
+
+def _convert(block, dtype, divisor=1, mean=None, std=None):
+    """Cast to ``dtype``, divide by ``divisor`` and standardise: the same in memory and on disk."""
+    out = np.asarray(block, dtype=dtype)
+    if divisor != 1:
+        out = out / dtype.type(divisor)
+    if mean is not None:
+        out = (out - dtype.type(mean)) / dtype.type(std)
+    return out.astype(dtype, copy=False)
+
+
+# --- module helpers ---------------------------------------------------------------------------
+
+
+def _valid3dTransposes(shape, ps):
+    """Transposes of a ``(z, x, y)`` cube whose slices (last two axes) hold a 2-D patch ``ps``.
+
+    ELEKTRONN 1.0 compared the first two axes of the transposed shape (quirk T7, fixed).
+    """
+    return [T for T in _TRANSPOSES_2D
+            if all(p <= s for p, s in zip(ps, np.take(shape, T)[1:], strict=True))]
+
+
+def _strip_geometry(d_sh, l_sh, off):
+    """Per spatial axis ``(data_cut, label_cut)`` that makes data and labels the same extent.
+
+    Labels are assumed centred in the data; the data must be larger by ``2 * off`` (more
+    data is cut away, fewer labels cut off with a warning).
+    """
+    d_cut, l_cut = [], []
+    for d, n, o in zip(d_sh, l_sh, off, strict=True):
+        diff = (d - n) - 2 * o
+        if diff % 2:
+            raise ValueError(f"data extent {d_sh} and label extent {l_sh} (z, x, y) do not fit "
+                             f"the CNN offset {tuple(off)}: the labels must be centred in the data"
+                             f" and the difference minus twice the offset must be even")
+        x = diff // 2
+        d_cut.append(max(x, 0))
+        l_cut.append(max(-x, 0))
+    if any(l_cut):
+        logger.warning("the CNN offset is so large that labels are cut off! On each side of the"
+                       " cube %s", l_cut)
+    return d_cut, l_cut
+
+
+def _stripCubes(d, lb, off, ldtype):
+    """Crop data ``(z, ch, x, y)`` and zero-pad labels ``(z, x, y)`` to a common extent.
+
+    Parameters
+    ----------
+    d, lb : ndarray
+        Image and labels, labels centred in the image.
+    off : sequence of int
+        CNN offset ``(x, y)`` (2-D, z offset 0) or ``(z, x, y)``.
+    ldtype : dtype
+        Label dtype.
+
+    Returns
+    -------
+    d, lb : ndarray
+        ``d`` cropped; ``lb`` of the same spatial shape, zero outside ``off`` of the border.
+    """
+    off = _off3(off)
+    d_sh = (d.shape[0],) + d.shape[2:]
+    d_cut, l_cut = _strip_geometry(d_sh, lb.shape, off)
+    d = d[d_cut[0]:d_sh[0] - d_cut[0], :, d_cut[1]:d_sh[1] - d_cut[1],
+          d_cut[2]:d_sh[2] - d_cut[2]]
+    sh = (d.shape[0],) + d.shape[2:]
+    new_l = np.zeros(sh, dtype=ldtype)
+    lb = lb[l_cut[0]:lb.shape[0] - l_cut[0], l_cut[1]:lb.shape[1] - l_cut[1],
+          l_cut[2]:lb.shape[2] - l_cut[2]]
+    new_l[off[0]:sh[0] - off[0], off[1]:sh[1] - off[1], off[2]:sh[2] - off[2]] = lb
+    return d, new_l
+
+
+def _off3(off):
+    off = [int(o) for o in off]
+    return [0] + off if len(off) == 2 else off
+
+
+def _borderTreatment(data_list, ps, border_mode, n_dim):
+    """Bring img-scalar images ``(z, ch, x, y)`` to the patch size (crop, mirror, 0-pad, keep)."""
+    def treat(d):
+        if border_mode == "keep":
+            return d
+        sh = (d.shape[0],) + d.shape[2:] if n_dim == 3 else d.shape[2:]
+        if border_mode == "crop":
+            ex = [(s - p) // 2 for s, p in zip(sh, ps, strict=True)]
+            if n_dim == 3:
+                return d[ex[0]:ex[0] + ps[0], :, ex[1]:ex[1] + ps[1], ex[2]:ex[2] + ps[2]]
+            return d[:, :, ex[0]:ex[0] + ps[0], ex[1]:ex[1] + ps[1]]
+        if border_mode not in ("mirror", "0-pad"):
+            raise NotImplementedError(f"border_mode {border_mode!r} is not implemented")
+        left = [int(np.ceil((p - s) / 2)) for s, p in zip(sh, ps, strict=True)]
+        right = [int(np.floor((p - s) / 2)) for s, p in zip(sh, ps, strict=True)]
+        pads = list(zip(left, right, strict=True))
+        pad = [pads[0], (0, 0), pads[1], pads[2]] if n_dim == 3 else [(0, 0), (0, 0)] + pads
+        if border_mode == "mirror":
+            return np.pad(d, pad, mode="symmetric")
+        return np.pad(d, pad, mode="constant", constant_values=0)
+
+    return [treat(np.asarray(d)) for d in data_list]
+
+
+def _make_affinities(labels, nhood=None):
+    """Affinity graph and connected-component relabelling of segmentations ``(bs, z, x, y)``.
+
+    Edge ``e`` at voxel ``v`` is 1 if ``v`` and ``v + nhood[e]`` have the same non-zero ID (the
+    convention of ``malis.seg_to_affgraph`` with ``nhood = eye(3)``); the segmentation is
+    relabelled by the connected components of that graph (ID 0 stays 0).
+
+    Returns
+    -------
+    aff : ndarray of int16, shape ``(bs, 3, z, x, y)``
+    seg : ndarray of int16, shape ``(bs, z, x, y)``
+    """
+    nhood = np.eye(3, dtype=int) if nhood is None else np.asarray(nhood)
+    if np.any(nhood < 0) or np.any(nhood.sum(1) != 1):
+        raise NotImplementedError("only unit nhood vectors with positive offsets are supported")
+    labels = np.asarray(labels)
+    aff = np.zeros((labels.shape[0], len(nhood)) + labels.shape[1:], dtype=np.int16)
+    seg = np.zeros(labels.shape, dtype=np.int16)
+    for i, lab in enumerate(labels):
+        for e, vec in enumerate(nhood):
+            ax = int(np.argmax(vec))
+            a = [slice(None)] * 3
+            b = [slice(None)] * 3
+            a[ax], b[ax] = slice(0, -1), slice(1, None)
+            src, dst = lab[tuple(a)], lab[tuple(b)]
+            aff[i, e][tuple(a)] = (src == dst) & (src > 0)
+        n = 0
+        for obj in np.unique(lab[lab > 0]):  # components of equal IDs, 6-connected
+            comp, k = ndimage.label(lab == obj)
+            seg[i][comp > 0] = comp[comp > 0] + n
+            n += k
+    return aff, seg
+
+
+# --- the data class -------------------------------------------------------------------------------
+
+
+class CNNData:
+    """Patch creation and data handling for image training data (img-img and img-scalar).
+
+    Parameters
+    ----------
+    patch_size : int or sequence of int
+        CNN input size of one example without channels: ``(x, y)`` or ``(z, x, y)``; a scalar
+        is used for every axis.
+    stride : int or sequence of int or None
+        CNN output stride (img-img; floored to int); None for scalar labels.
+    offset : float or sequence of float or None
+        CNN offset (half the field of view; img-img; floored to int, so 15.5 becomes 15).
+    n_dim : int
+        2 or 3: the CNN dimension.
+    n_lab : int or None
+        Number of classes; None: the distinct label values (slow).
+    anistropic_data : bool
+        2-D: slices are only cut along z (else also along x and y). 3-D: flips only swap x and
+        y (else the axes are permuted at random). (The original's spelling is kept.)
+    mode : {'img-img', 'img-scalar'}
+        Image labels or one label per image (per z-slice of a stack for 2-D).
+    zchxy_order : bool
+        The files are already in the internal layout ``(z, ch, x, y)`` / ``(z, x, y)``.
+    border_mode : {'crop', 'keep', 'mirror', '0-pad'}
+        img-scalar: how images are brought to the patch size.
+    pre_process : None or 'standardise'
+        'standardise': ``(d - M) / S`` with M the mean of the per-cube means and S the mean of
+        the per-cube standard deviations (stored as ``data_mean`` and ``data_std``).
+    upright_x : bool
+        2-D: flips only mirror y (keeps natural images upright).
+    float_label : bool
+        float32 labels (regression) instead of int16.
+    affinity : False, 'affinity' or 'malis'
+        3-D img-img: return affinity graphs of the labels (and for 'malis' the relabelled
+        segmentation) instead of the labels.
+    in_memory : bool
+        False: keep the HDF5 datasets on disk and read only the window of every example (for
+        volumes larger than memory). Same batches as True for the same seed. img-scalar images
+        are still loaded (their border treatment needs them in memory).
+    seed : int or None
+        Seed of :attr:`rng` (None: fresh entropy).
+
+    Attributes
+    ----------
+    rng : numpy.random.Generator
+        The generator of all random choices; re-seeded per process.
+    n_ch, n_lab : int
+        Channels of the images and number of classes (after loading data).
+    train_d, train_l, train_i, valid_d, valid_l, valid_i : list
+        Per cube: images ``(z, ch, x, y)``, labels ``(z, x, y)`` (ndarrays, or
+        :class:`H5Volume` with ``in_memory=False``) and ``info`` = ``(mask_class_labeled,
+        mask_class_not_present)``, two length-``n_lab`` 0/1 arrays (lazy labels).
+    names, info : list
+        File entries and ``info`` of all cubes, in file order.
+    n_successful_warp, n_failed_warp : int
+        How often a warp was applied, and how often the cube was too small for it.
+    """
+
+    def __init__(self, patch_size=None, stride=None, offset=None, n_dim=2, n_lab=None,
+                 anistropic_data=False, mode="img-img", zchxy_order=False, border_mode="crop",
+                 pre_process=None, upright_x=False, float_label=False, affinity=False, *,
+                 in_memory=True, seed=None):
+        if n_dim not in (2, 3):
+            raise ValueError(f"n_dim must be 2 or 3, got {n_dim}")
+        if mode not in ("img-img", "img-scalar"):
+            raise ValueError(f"mode must be 'img-img' or 'img-scalar', got {mode!r} (use the "
+                             "traindata classes for 'vect-scalar')")
+        self.n_dim = n_dim
+        self.patch_size = self._per_dim(patch_size, "patch_size")
+        self.mode = mode
+        if mode == "img-img":
+            self.stride = self._per_dim(stride, "stride")
+            self.offset = self._per_dim(offset, "offset")
+            if np.any(self.patch_size - 2 * self.offset < 1):
+                raise ValueError(f"patch_size {tuple(self.patch_size)} leaves no labels with "
+                                 f"offset {tuple(self.offset)}")
+        else:
+            self.stride = self.offset = None
+        self.n_lab = n_lab
+        self.n_ch = None
+        self.aniso = bool(anistropic_data)
+        self.zchxy_order = zchxy_order
+        self.border_mode = border_mode
+        self.pre_process = pre_process
+        self.upright_x = upright_x
+        self.ldtype = np.dtype(np.float32 if float_label else np.int16)
+        if affinity not in (False, None, "affinity", "malis"):
+            raise ValueError(f"affinity must be False, 'affinity' or 'malis', got {affinity!r}")
+        self.affinity = affinity or False
+        self.in_memory = in_memory
+        if n_dim == 3 and upright_x:
+            logger.warning("the data is 3-dimensional and 'upright_x' is set, but it works "
+                           "only for 2-D")
+
+        self._seed = np.random.SeedSequence(seed)
+        self.rng = np.random.default_rng(self._seed)
+        self.pid = os.getpid()
+        self.gc_count = 1
+
+        self._sampling_weight = None
+        self._training_count = self._valid_count = 0
+        self.n_successful_warp = self.n_failed_warp = 0
+        self.names, self.info = [], []
+        self.train_d, self.train_l, self.train_i = [], [], []
+        self.valid_d, self.valid_l, self.valid_i = [], [], []
+
+    def _per_dim(self, value, name):
+        if value is None:
+            raise ValueError(f"{name} is required")
+        value = np.atleast_1d(value)
+        if value.size == 1:
+            value = np.repeat(value, self.n_dim)
+        if value.size != self.n_dim:
+            raise ValueError(f"{name} needs {self.n_dim} entries, got {list(value)}")
+        return np.floor(value.astype(float)).astype(int)
+
+    def __repr__(self):
+        return (f"{self.n_lab}-class Data Set with {self.n_ch} input channel(s):\n"
+                f"#train cubes: {self._training_count} and #valid cubes: {self._valid_count}")
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def addDataFromFile(self, d_path, l_path, d_files, l_files, cube_prios=None, valid_cubes=(),
+                        downsample_xy=False):
+        """Load image cubes and their labels from HDF5 files.
+
+        Parameters
+        ----------
+        d_path, l_path : str or os.PathLike
+            Folders of the image and label files.
+        d_files, l_files : list of (str, str)
+            ``(file name, dataset key)`` per cube, in the same order. A label file may also
+            hold a dataset ``info``: the lazy-label masks ``(mask_class_labeled,
+            mask_class_not_present)``, two 0/1 arrays of length ``n_lab``.
+        cube_prios : list of float, optional
+            Relative sampling weights of the training cubes (default: their label sizes).
+        valid_cubes : list of int
+            Indices (into the file lists) of the cubes used for validation only.
+        downsample_xy : int or False
+            Average ``f x f`` blocks in x and y (labels too, with integer division; T8).
+            Needs ``in_memory=True``.
+        """
+        d_files, l_files = list(d_files), list(l_files)
+        if len(d_files) != len(l_files):
+            raise ValueError("d_files and l_files must be lists of the same length")
+        if downsample_xy and not self.in_memory:
+            raise NotImplementedError("downsample_xy needs in_memory=True")
+        self.names += d_files
+        data, label, info = [], [], []
+        for d_entry, l_entry in zip(d_files, l_files, strict=True):
+            d, lb, i = self._read_cube(os.path.join(d_path, d_entry[0]), d_entry[1],
+                                      os.path.join(l_path, l_entry[0]), l_entry[1])
+            if downsample_xy:
+                d, lb = self._downsample(d, lb, int(downsample_xy))
+            logger.info("Internal data.shape=%s, label.shape=%s", d.shape, lb.shape)
+            data.append(d)
+            label.append(lb)
+            info.append(i)
+        self._addCubes(data, label, info, cube_prios, valid_cubes)
+
+    def addDataFromNdarray(self, d_train, l_train, d_valid=(), l_valid=(), cube_prios=None):
+        """Add cubes that are already in memory, in the internal layout.
+
+        Parameters
+        ----------
+        d_train, l_train : ndarray or list of ndarray
+            Training images ``(z, ch, x, y)`` or ``(z, x, y)`` and labels ``(z, x, y)`` of the
+            same spatial shape (img-img; label ``v`` belongs to image ``v``), or label vectors
+            (img-scalar).
+        d_valid, l_valid : list of ndarray
+            Validation cubes, likewise.
+        cube_prios : list of float, optional
+            As in :meth:`addDataFromFile`.
+        """
+        if isinstance(d_train, np.ndarray):
+            d_train, l_train = [d_train], [l_train]
+        d_all = list(d_train) + list(d_valid)
+        l_all = list(l_train) + list(l_valid)
+        if len(d_all) != len(l_all):
+            raise ValueError("every image cube needs its labels")
+        data, label = [], []
+        for d, lb in zip(d_all, l_all, strict=True):
+            d = np.asarray(d)
+            d = d[:, None] if d.ndim == 3 else d
+            if d.ndim != 4:
+                raise ValueError(f"images must be (z, ch, x, y) or (z, x, y), got {d.shape}")
+            self._set_n_ch(d.shape[1])
+            lb = self._cast_labels(np.asarray(lb))
+            if self.mode == "img-img" and lb.shape != (d.shape[0],) + d.shape[2:]:
+                raise ValueError(f"labels {lb.shape} must have the spatial shape of the images "
+                                 f"{d.shape} (z, ch, x, y)")
+            data.append(_convert(d, np.dtype(np.float32), _divisor(d.dtype)))
+            label.append(lb)
+        n = len(d_train)
+        start = len(self.names)
+        self.names += [f"directly_added_data_{k}" for k in range(start, start + len(d_all))]
+        self._addCubes(data, label, [None] * len(d_all), cube_prios,
+                       valid_cubes=range(n, len(d_all)))
+
+    def _addCubes(self, data, label, info, cube_prios, valid_cubes):
+        if self.mode == "img-scalar":
+            data = _borderTreatment(data, self.patch_size, self.border_mode, self.n_dim)
+        if self.pre_process:
+            data = self._standardise(data)
+        if self.n_lab is None:
+            values = [np.unique(np.asarray(c)) for lb in label for c in _label_chunks(lb)]
+            self.n_lab = int(np.unique(np.hstack(values)).size)
+        default = (np.ones(self.n_lab), np.zeros(self.n_lab))
+        info = [default if i is None else self._check_info(i) for i in info]
+        self.info += info
+        valid_cubes = set(valid_cubes)
+        for k, (d, lb, i) in enumerate(zip(data, label, info, strict=True)):
+            target = ((self.valid_d, self.valid_l, self.valid_i) if k in valid_cubes
+                      else (self.train_d, self.train_l, self.train_i))
+            for lst, item in zip(target, (d, lb, i), strict=True):
+                lst.append(item)
+        if cube_prios is None or len(cube_prios) == 0:
+            prios = np.array([lb.size for lb in self.train_l], dtype=float)
+        else:
+            prios = np.asarray(cube_prios, dtype=float)
+            if prios.shape != (len(self.train_d),) or np.any(prios < 0) or prios.sum() <= 0:
+                raise ValueError(f"cube_prios needs one non-negative weight per training cube "
+                                 f"({len(self.train_d)}), not all 0; got {list(cube_prios)}")
+        if len(prios):
+            self._sampling_weight = np.hstack((0, np.cumsum(prios / prios.sum())))
+        self._training_count = len(self.train_d)
+        self._valid_count = len(self.valid_d)
+        logger.info("%r", self)
+
+    def _check_info(self, info):
+        info = np.asarray(info)
+        if info.shape != (2, self.n_lab):
+            raise ValueError(f"the 'info' dataset must hold (mask_class_labeled, "
+                             f"mask_class_not_present), shape (2, n_lab={self.n_lab}), got "
+                             f"{info.shape}")
+        return info[0], info[1]
+
+    def _set_n_ch(self, n_ch):
+        if self.n_ch is not None and self.n_ch != n_ch:
+            raise ValueError(f"all cubes need the same number of channels ({self.n_ch}), "
+                             f"got {n_ch}")
+        self.n_ch = int(n_ch)
+
+    def _cast_labels(self, lb):
+        if self.ldtype.kind == "i" and lb.dtype != self.ldtype and lb.size:
+            lim = np.iinfo(self.ldtype)
+            if lb.max() > lim.max or lb.min() < lim.min:
+                raise ValueError(f"labels must be cast to {self.ldtype}, which cannot store "
+                                 f"{lb.max()} (allowed {lim.min}..{lim.max}); renumber them")
+        return np.ascontiguousarray(lb, dtype=self.ldtype)
+
+    def _read_cube(self, d_file, d_key, l_file, l_key):
+        """One cube as internal volumes (arrays, or on-disk views with ``in_memory=False``)."""
+        logger.info("Loading %s and %s", d_file, l_file)
+        with h5py.File(d_file, "r") as f:
+            d_shape, d_dtype = f[d_key].shape, f[d_key].dtype
+        with h5py.File(l_file, "r") as f:
+            l_shape = f[l_key].shape
+            info = f["info"][()] if "info" in f else None
+        if len(d_shape) not in (3, 4):
+            raise ValueError(f"{d_file}:{d_key}: images must have 3 or 4 axes, got {d_shape}")
+        chan = len(d_shape) == 4
+        if self.zchxy_order:
+            d_axes = (0, 1, 2, 3) if chan else (0, None, 1, 2)
+            l_axes = (0, 1, 2)
+        else:
+            d_axes = (3, 0, 1, 2) if chan else (2, None, 0, 1)
+            l_axes = (2, 0, 1)
+        self._set_n_ch(d_shape[d_axes[1]] if chan else 1)
+        d = H5Volume(d_file, d_key, d_axes, divisor=_divisor(d_dtype))
+        empty = int(np.prod(l_shape)) == 0
+        if self.mode == "img-scalar":
+            if not empty and len(l_shape) != 1:
+                raise ValueError(f"{l_file}:{l_key}: scalar labels must be 1-D, got {l_shape}")
+            lb = np.zeros(d.shape[0], self.ldtype) if empty else self._cast_labels(
+                _read_h5(l_file, l_key))
+            if self.in_memory:
+                arr = np.asarray(d)
+                d.close()
+                d = arr
+            return d, lb, info
+        sh = (d.shape[0],) + d.shape[2:]
+        if empty:
+            lb = H5Volume(None, None, (None,) * 3, shape=sh, dtype=self.ldtype)
+        else:
+            if len(l_shape) != 3:
+                raise ValueError(f"{l_file}:{l_key}: labels must be 3-D, got {l_shape}")
+            lb = H5Volume(l_file, l_key, l_axes, dtype=self.ldtype)
+            d_cut, l_cut = _strip_geometry(sh, lb.shape, _off3(self.offset))
+            sh = [s - 2 * c for s, c in zip(sh, d_cut, strict=True)]
+            d = d.crop([d_cut[0], 0, d_cut[1], d_cut[2]], [sh[0], d.shape[1], sh[1], sh[2]])
+            lb = lb.crop([c - o for c, o in zip(l_cut, _off3(self.offset), strict=True)], sh)
+            self._check_label_range(lb)
+        if self.in_memory:
+            arrays = np.asarray(d), np.asarray(lb)
+            d.close()
+            lb.close()
+            d, lb = arrays
+        return d, lb, info
+
+    def _check_label_range(self, lb):
+        if self.ldtype.kind != "i":
+            return
+        with h5py.File(lb.path, "r") as f:
+            ds_dtype = f[lb.key].dtype
+        if np.can_cast(ds_dtype, self.ldtype):
+            return
+        lim = np.iinfo(self.ldtype)
+        raw = H5Volume(lb.path, lb.key, lb.axes, dtype=ds_dtype)
+        for block in raw.chunks():
+            if block.size and (block.max() > lim.max or block.min() < lim.min):
+                raise ValueError(f"labels in {lb.path} must be cast to {self.ldtype}, which cannot "
+                                 f"store {block.max()}; renumber them")
+
+    def _downsample(self, d, lb, f):
+        """Average ``f x f`` blocks in x and y; integer labels are floor-divided (T8, kept)."""
+        cx, cy = lb.shape[-2] - lb.shape[-2] % f, lb.shape[-1] - lb.shape[-1] % f
+        d, lb = d[..., :cx, :cy], lb[..., :cx, :cy]
+        new_d = np.zeros(d[..., ::f, ::f].shape, np.float32)
+        new_l = np.zeros(lb[..., ::f, ::f].shape, self.ldtype)
+        for i in range(f):
+            for j in range(f):
+                new_d += d[..., i::f, j::f]
+                new_l += lb[..., i::f, j::f]
+        if self.ldtype.kind == "i":
+            return new_d / f ** 2, new_l // f ** 2
+        return new_d / f ** 2, new_l / f ** 2
+
+    def _standardise(self, data):
+        if self.pre_process != "standardise":
+            raise NotImplementedError(f"Pre-processing {self.pre_process} is not implemented")
+        means, stds = [], []
+        for d in data:
+            if isinstance(d, H5Volume):
+                n = s1 = s2 = 0.0
+                for block in d.chunks():
+                    b = block.astype(np.float64)
+                    n, s1, s2 = n + b.size, s1 + b.sum(), s2 + (b * b).sum()
+                means.append(s1 / n)
+                stds.append(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0)))
+            else:
+                means.append(np.mean(d))
+                stds.append(np.std(d))
+        M, S = float(np.mean(means)), float(np.mean(stds))
+        self.data_mean, self.data_std = M, S
+        logger.info("Data is standardised. Original mean: %.3g, original std %.3g", M, S)
+        out = []
+        for d in data:
+            if isinstance(d, H5Volume):
+                d = d._derived(d.axes, d.start, d.shape)
+                d.mean, d.std = M, S
+                out.append(d)
+            else:
+                out.append(_convert(d, np.dtype(np.float32), 1, M, S))
+        return out
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def getbatch(self, batch_size=1, source="train", strided=True, flip=True,
+                 grey_augment_channels=(), ret_info=False, warp_on=False, ignore_thresh=0.0,
+                 ret_example_weights=False):
+        """A batch of random, augmented examples.
+
+        Parameters
+        ----------
+        batch_size : int
+            Number of examples.
+        source : {'train', 'valid'}
+            Training cubes (drawn by ``cube_prios``) or validation cubes (uniformly).
+        strided : bool
+            Subsample the labels by the CNN stride (False: dense labels, for MFP nets).
+        flip : bool
+            Random mirroring and x/y swaps (needs equal x and y patch sizes).
+        grey_augment_channels : sequence of int
+            Channels with random grey-value augmentation (training batches only).
+        ret_info : bool
+            Also return the lazy-label masks of each example's cube.
+        warp_on : bool or float
+            Warp every example (True or 1), a fraction of them (``0 < warp_on < 1``) or none.
+        ignore_thresh : float
+            Re-cut a patch (up to 10 times) if more than this fraction of its labels is
+            negative (ignore); afterwards skip it unless its cube has classes marked not
+            present. 0 disables both.
+        ret_example_weights : bool
+            Also return example weights from the previous prediction in the last channel.
+
+        Returns
+        -------
+        tuple
+            ``(images, labels[, info1, info2][, weights])``; with ``affinity`` the labels are
+            replaced by ``aff`` (and ``aff, seg`` for 'malis'). ``images`` are float32
+            ``(bs, ch, x, y)`` or ``(bs, z, ch, x, y)``; labels ``(bs, x', y')`` or
+            ``(bs, z', x', y')`` (``(bs,)`` for img-scalar); ``info1`` and ``info2``
+            (``mask_class_labeled``, ``mask_class_not_present``) int16 ``(bs, n_lab)``.
+        """
+        self._reseed()
+        if source not in ("train", "valid"):
+            raise ValueError(f"Unknown data source {source!r}")
+        ps = self.patch_size
+        if self.n_dim == 2:
+            images = np.zeros((batch_size, self.n_ch, ps[0], ps[1]), np.float32)
+        else:
+            images = np.zeros((batch_size, ps[0], self.n_ch, ps[1], ps[2]), np.float32)
+        labels, infos = [], []
+        while len(labels) < batch_size:
+            d, lb, info = self._getcube(source)
+            d, lb = self._warpAugment(d, lb, warp_on, ignore_thresh)
+            if ignore_thresh and not np.any(info[1]) and np.mean(lb < 0) > ignore_thresh:
+                continue
+            if flip:
+                if ps[-1] != ps[-2]:
+                    raise RuntimeError("Cannot apply 'flip' to image if x and y have different "
+                                       "sizes")
+                lab = lb if self.mode == "img-img" else None
+                d, lab = randomFlip(d, lab, self.rng, self.aniso, self.upright_x)
+                lb = lab if self.mode == "img-img" else lb
+            if source == "train":
+                d = greyAugment(d, grey_augment_channels, self.rng)
+            images[len(labels)] = d
+            labels.append(lb)
+            infos.append(info)
+        label = np.asarray(np.stack(labels), dtype=self.ldtype)
+        if ret_example_weights:
+            weights = self.getExampleWeights(images, label)
+        if strided and self.mode == "img-img":
+            label = self._stridedLabels(label)
+        ret = [images, label]
+        if self.affinity:
+            if self.n_dim != 3 or self.mode != "img-img":
+                raise ValueError("affinity targets need 3-D img-img data")
+            aff, seg = _make_affinities(label)
+            ret = [images, aff, seg] if self.affinity == "malis" else [images, aff]
+        if ret_info:
+            infos = np.array([np.stack(i) for i in infos], dtype=np.int16)  # (bs, 2, n_lab)
+            ret += [infos[:, 0], infos[:, 1]]
+        if ret_example_weights:
+            ret.append(weights)
+        self.gc_count += 1
+        if self.gc_count % 1000 == 0:
+            gc.collect()
+        return tuple(ret)
+
+    def _reseed(self):
+        """In a new process, switch to a stream of the seed and the process id (T5)."""
+        pid = os.getpid()
+        if pid != self.pid:
+            self.pid = pid
+            self.rng = np.random.default_rng(
+                np.random.SeedSequence(self._seed.entropy, spawn_key=(pid,)))
+            logger.info("Reseeding RNG in Process with PID: %i", pid)
+
+    def _getcube(self, source):
+        """Draw a cube: by the sampling weights (train) or uniformly (valid)."""
+        if source == "train":
+            if not self.train_d:
+                raise ValueError("there are no training cubes")
+            p = self.rng.random()
+            i = np.flatnonzero(self._sampling_weight <= p)[-1]
+            return self.train_d[i], self.train_l[i], self.train_i[i]
+        if not self.valid_d:
+            raise ValueError("Validation Set empty (valid_cubes=[]): disable testing on "
+                             "validation data")
+        i = self.rng.integers(0, len(self.valid_d))
+        return self.valid_d[i], self.valid_l[i], self.valid_i[i]
+
+    def _warpAugment(self, d, lb, warp_on, ignore_thresh):
+        if warp_on is True or warp_on == 1:
+            do_warp = True
+        elif warp_on and 0 < warp_on < 1:
+            do_warp = self.rng.random() < warp_on
+        else:
+            do_warp = False
+        if not do_warp:
+            return self._cutPatch(d, lb, thresh=ignore_thresh)
+        req, rot, shear, scale, stretch, twist = getWarpParams(self.patch_size, rng=self.rng)
+        try:
+            d, lb = self._cutPatch(d, lb, ps=req, thresh=ignore_thresh)
+        except ValueError:  # the cube is too small for the required input
+            self.n_failed_warp += 1
+            return self._cutPatch(d, lb, thresh=ignore_thresh)
+        if self.n_dim == 2:
+            d, lb = warp2dJoint(d, lb, self.patch_size, rot, shear, scale, stretch)
+        else:
+            d, lb = warp3dJoint(d, lb, self.patch_size, rot, shear, scale, stretch, twist)
+        self.n_successful_warp += 1
+        return d, lb
+
+    def _shift(self, ps, sh):
+        """Random patch origin per axis: ``randint(0, s - p)``, never the last position (T7).
+
+        An axis where the cube is exactly as large as the patch gets shift 0 (ELEKTRONN 1.0
+        raised unless *all* axes were that tight).
+        """
+        if np.any(np.less(sh, ps)):
+            raise ValueError(f"Image smaller than patch size: image shape={tuple(sh)}, "
+                             f"patch size={tuple(ps)}")
+        return [int(self.rng.integers(0, s - p)) if s > p else 0
+                for p, s in zip(ps, sh, strict=True)]
+
+    def _cutPatch(self, img, lab, ps=None, thresh=0.0, it=0):
+        """Cut a random patch of size ``ps`` (default: the patch size) and its labels.
+
+        If ``thresh`` is non-zero and more than that fraction of the labels is negative,
+        another patch is cut (at most 10 more times).
+        """
+        ps = self.patch_size if ps is None else np.asarray(ps)
+        off = self.offset
+        if self.n_dim == 3:
+            s = self._shift(ps, (img.shape[0],) + tuple(img.shape[2:]))
+            cut_img = img[s[0]:s[0] + ps[0], :, s[1]:s[1] + ps[1], s[2]:s[2] + ps[2]]
+            if self.mode == "img-img":
+                cut_lab = lab[s[0] + off[0]:s[0] + ps[0] - off[0],
+                              s[1] + off[1]:s[1] + ps[1] - off[1],
+                              s[2] + off[2]:s[2] + ps[2] - off[2]]
+            else:
+                cut_lab = np.asarray(lab)
+        else:
+            if self.aniso or self.mode == "img-scalar":
+                imgT, labT = img, lab
+            else:  # isotropic: slices may also be cut perpendicular to x or y
+                possible = _valid3dTransposes(lab.shape, ps)
+                if not possible:
+                    raise ValueError(f"Image smaller than patch size: image shape="
+                                     f"{tuple(img.shape)}, patch size={tuple(ps)}")
+                T = possible[self.rng.integers(0, len(possible))]
+                imgT, labT = transposeIgnoreCh(img, T), np.transpose(lab, T)
+            z = int(self.rng.integers(0, imgT.shape[0]))
+            s = self._shift(ps, imgT.shape[-2:])
+            cut_img = imgT[z, :, s[0]:s[0] + ps[0], s[1]:s[1] + ps[1]]
+            if self.mode == "img-img":
+                cut_lab = labT[z, s[0] + off[0]:s[0] + ps[0] - off[0],
+                               s[1] + off[1]:s[1] + ps[1] - off[1]]
+            else:
+                cut_lab = labT[z]
+        cut_img, cut_lab = np.asarray(cut_img), np.asarray(cut_lab)
+        if it < 10 and thresh and np.mean(cut_lab < 0) > thresh:
+            return self._cutPatch(img, lab, ps, thresh, it + 1)
+        return cut_img, cut_lab
+
+    def previewBlock(self, cube_i=0, off=(0, 0, 0), sh=(10, 400, 400)):
+        """A block of training cube ``cube_i`` as ``(ch, x, y, z)``, for ``predictDense``.
+
+        This is the cut of the Trainer's ``previewSliceFromTrainData``, with the y offset and
+        size taken from ``off[2]`` and ``sh[2]`` (ELEKTRONN 1.0 reused the x values; T11 fixed).
+        Only the block is read for cubes on disk.
+
+        Parameters
+        ----------
+        cube_i : int
+            Index into :attr:`train_d`.
+        off, sh : sequence of 3 int
+            Origin and size ``(z, x, y)`` of the block (clipped to the cube).
+
+        Returns
+        -------
+        ndarray of float32, shape ``(ch, x, y, z)``
+        """
+        z, x, y = (int(o) for o in off)
+        nz, nx, ny = (int(n) for n in sh)
+        block = np.asarray(self.train_d[cube_i][z:z + nz, :, x:x + nx, y:y + ny])
+        return np.ascontiguousarray(np.transpose(block, (1, 2, 3, 0)), dtype=np.float32)
+
+    def _stridedLabels(self, lab):
+        return lab[(slice(None),) + tuple(slice(None, None, int(s)) for s in self.stride)]
+
+    def getExampleWeights(self, raw_rec, lab, gain=2.0):
+        """Weights from the previous prediction stored in the last image channel.
+
+        With ``diff = strided(label) - strided(prediction)`` the weight is
+        ``1 + gain (-diff - 0.1) [diff < -0.1] + gain (diff - 0.05) [diff > 0.05]``.
+
+        Parameters
+        ----------
+        raw_rec : ndarray
+            The batch images; the last channel is the previous prediction.
+        lab : ndarray
+            The (unstrided) labels.
+        gain : float
+
+        Returns
+        -------
+        ndarray of float32, the shape of the strided labels
+        """
+        prev = raw_rec[:, :, -1] if self.n_dim == 3 else raw_rec[:, -1]
+        crop = tuple(slice(int(o), n - int(o)) for o, n in zip(self.offset, prev.shape[1:],
+                                                               strict=True))
+        prev = prev[(slice(None),) + crop]
+        diff = self._stridedLabels(lab) - self._stridedLabels(prev)
+        weights = np.ones(diff.shape, dtype=np.float32)
+        weights += (diff < -0.1) * gain * (-diff - 0.1)
+        weights += (diff > 0.05) * gain * (diff - 0.05)
+        return weights
+
+
+def _divisor(dtype):
+    """255 for integer images, 1 for float images."""
+    return 255 if np.issubdtype(np.dtype(dtype), np.integer) else 1
+
+
+def _read_h5(path, key):
+    with h5py.File(path, "r") as f:
+        return f[key][()]
+
+
+def _label_chunks(lb):
+    return lb.chunks() if isinstance(lb, H5Volume) else [lb]
