@@ -22,15 +22,15 @@ new process) and every example reads only its own window. The batches are identi
 of ``in_memory=True`` for the same seed (except with ``pre_process='standardise'``, whose
 statistics are computed in chunks); ``downsample_xy`` needs ``in_memory=True``.
 
-Random numbers
---------------
+Random numbers of CNNData
+-------------------------
 Every object has one ``numpy.random.Generator`` (:attr:`CNNData.rng`), seeded from ``seed``
 (default: fresh entropy) and re-seeded from that seed and the process id whenever
 ``getbatch`` runs in a new process, so background workers draw different batches (quirk T5).
 Warp parameters, flips and grey augmentation use this generator too.
 
-Changes against ELEKTRONN 1.0
------------------------------
+CNNData: changes against ELEKTRONN 1.0
+--------------------------------------
 Kept (spec R): the cut position is ``randint(0, s - p)`` per axis, so the last position of a
 cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
 become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
