@@ -8,8 +8,16 @@ as soon as anything that builds graphs is imported).  Pure numpy parts such as
 """
 
 import importlib
+import os
+import sys
 
 __version__ = "1.1.0.dev0"
+
+# PyTensor reads its compile directory once, at import: set it before any submodule imports it.
+if os.environ.get("ELEKTRONN_COMPILEDIR") and "pytensor" not in sys.modules:
+    os.environ["PYTENSOR_FLAGS"] = ",".join(
+        f for f in (os.environ.get("PYTENSOR_FLAGS", ""),
+                    "base_compiledir=" + os.environ["ELEKTRONN_COMPILEDIR"]) if f)
 
 _SUBMODULES = ("backend", "ops", "net", "training", "data", "utils", "demo")
 

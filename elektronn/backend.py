@@ -6,7 +6,7 @@ Importing :mod:`elektronn` configures PyTensor for this library:
 * no BLAS link detection for the C linker (a pip install has no BLAS to link; PyTensor then
   calls numpy's matrix product, which is as fast, and the detection would warn and cost seconds),
 * the compile cache in ``$ELEKTRONN_COMPILEDIR`` when that variable is set (PyTensor's default
-  ``~/.pytensor`` otherwise).
+  ``~/.pytensor`` otherwise; applied by ``import elektronn``, before PyTensor is imported).
 
 Modes
 -----
@@ -42,14 +42,7 @@ logger = logging.getLogger("elektronn")
 MODES = ("c", "numba", "jax", "py")
 floatX = "float32"
 
-_compiledir = os.environ.get("ELEKTRONN_COMPILEDIR")
-if _compiledir and "pytensor" not in sys.modules:
-    _flags = os.environ.get("PYTENSOR_FLAGS", "")
-    os.environ["PYTENSOR_FLAGS"] = ",".join(
-        f for f in (_flags, f"base_compiledir={_compiledir}") if f
-    )
-
-import pytensor  # noqa: E402  (must come after the compile-dir flag above)
+import pytensor  # noqa: E402
 
 pytensor.config.floatX = floatX
 if "blas__ldflags" not in os.environ.get("PYTENSOR_FLAGS", ""):
