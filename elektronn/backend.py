@@ -33,7 +33,6 @@ linker, which is why ``"c"`` is the default.
 
 import logging
 import os
-import sys
 
 __all__ = ["MODES", "get_mode", "set_mode", "mode_name", "floatX"]
 
