@@ -13,15 +13,14 @@ forward+backward.  Times are medians of ``--repeats`` calls after a warm-up.
 """
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import import_torch, machine_info, matmul_peak, median_ms, write_json  # noqa: E402
 
 #: name -> (batch, in_channels, out_channels, spatial input shape, kernel shape)
 LAYERS = {
@@ -34,24 +33,6 @@ QUICK_LAYERS = {
 }
 MATMUL_N, QUICK_MATMUL_N = 2048, 256
 PASSES = ("fwd", "fwd+bwd")
-
-
-def median_ms(fns, repeats, warmup=2):
-    """Median wall times in milliseconds of the zero-argument callables ``fns``.
-
-    The calls are interleaved (one of each per round) so that every callable sees the same
-    background load on a shared machine; ``warmup`` rounds are not timed.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, t in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(t) for t in times]
 
 
 def layer_flop(bs, ic, oc, spatial, kernel, pass_):
@@ -111,50 +92,6 @@ def torch_fn(x, w, g, pass_):
         conv(xt, wt).backward(gt)
 
     return run
-
-
-def matmul_peak(n, repeats):
-    """float32 ``n^3`` numpy matrix product: (milliseconds, GFLOP/s)."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    (ms,) = median_ms([lambda: a @ b], repeats)
-    return ms, 2 * n**3 / ms / 1e6
-
-
-def import_torch():
-    """Return ``torch`` with one thread per core, or ``None`` when it is not importable."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(os.cpu_count() or 1)
-    return torch
-
-
-def machine_info(torch):
-    """Cores, CPU model, load and library versions for the JSON record."""
-    import pytensor
-
-    cpu = platform.processor()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pytensor": pytensor.__version__,
-        "torch": torch.__version__ if torch else None,
-        "torch_threads": torch.get_num_threads() if torch else None,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-    }
 
 
 def run_layer(name, spec, pass_, mode, repeats, torch, peak):
@@ -246,9 +183,7 @@ def main(argv=None):
     print(f"float32 matmul {result['matmul']['n']}^3: {mm_ms:.1f} ms, {peak:.1f} GFLOP/s (peak)")
     print(format_table(rows))
     print("ratio = torch ms / elektronn ms (> 1: elektronn faster); % peak: elektronn")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

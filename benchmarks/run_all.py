@@ -1,0 +1,165 @@
+"""Run every benchmark and print one table of elektronn against PyTorch.
+
+Runs ``bench_ops`` (conv layers), ``bench_train`` (training steps), ``bench_predict`` (dense
+prediction and its memory) and the compile times of the reference nets, each in a fresh
+process: the MNIST net with batch 4 (build, compile and the first SGD step) with an empty
+compile directory ("cold") and again reusing it ("warm"), and the 3-D neuro net with MFP
+(build, compile and the first forward pass) cold::
+
+    python benchmarks/run_all.py [--quick] [--out DIR] [--json PATH]
+
+Every script writes its own JSON into ``--out``; this one writes the summary rows.  ``--quick``
+runs the smoke sizes and measures only a warm MNIST compile (the caller's cache).
+In the table ``ratio`` > 1 means elektronn is better (faster, or more voxels per second).
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+import _nets  # noqa: E402
+import bench_predict  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ("workload", "unit", "elektronn", "torch", "ratio", "pct_peak")
+
+
+def run_script(name, args, path):
+    """Run ``benchmarks/<name>.py`` in a fresh process (its output shown); return its JSON.
+
+    A process per script keeps PyTorch's and OpenBLAS's thread pools of one script from
+    slowing down the next one.
+    """
+    subprocess.run([sys.executable, HERE / f"{name}.py", *args, "--json", path], check=True)
+    return json.loads(Path(path).read_text())
+
+
+def compile_worker(case):
+    """In a fresh process: build, compile and run ``case`` once; return the timings."""
+    t_start = time.perf_counter()
+    import pytensor  # noqa: F401  (imports are not part of the compile time)
+
+    import elektronn.net.convnet  # noqa: F401
+
+    t0 = time.perf_counter()
+    if case == "mnist4":
+        cnn = _nets.mnist_elektronn(4)
+        x = np.zeros((4, 1, 28, 28), np.float32)
+        cnn.trainingStep(x, np.arange(4, dtype=np.int16), mode="SGD")
+    else:
+        cnn = _nets.neuro_elektronn(bench_predict.PATCH, mfp=True)
+        cnn.class_probabilities(np.zeros(cnn.input_shape, np.float32))
+    return {"import_s": t0 - t_start, "total_s": time.perf_counter() - t0}
+
+
+def compile_case(case, runs, timeout):
+    """Run ``case`` in fresh processes: "cold" (new compile dir), "warm" (same dir), "user"."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"elektronn_bench_{case}_"))
+    args = [Path(__file__).resolve(), "--worker", case]
+    try:
+        out = {}
+        for run in runs:
+            env = _common.compile_env(None if run == "user" else tmp)
+            out[run] = _common.run_worker(args, env, timeout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def summary_rows(ops, train, predict, compiles):
+    """The table's rows: (workload, metric, elektronn, torch, ratio, % peak)."""
+    rows = []
+    for r in ops["rows"]:
+        rows.append((f"conv {r['layer']} {r['pass']}", "ms", r["elektronn_ms"],
+                     r.get("torch_ms"), r.get("ratio"), r["elektronn_pct_peak"]))
+    for r in train["rows"]:
+        rows.append((f"train {r['workload']} bs{r['batch']}", "ms/step", r["elektronn_ms"],
+                     r.get("torch_ms"), r.get("ratio"), r["elektronn_pct_peak"]))
+    e, t = predict["elektronn"], predict.get("torch")
+    rows.append(("predictDense neuro", "MVox/s", e["mvox_s"], t and t["mvox_s"],
+                 predict.get("ratio"), e["pct_peak"]))
+    small, large = predict["memory"]
+    rows.append(("predict memory growth", "MB", small["rss_growth_mb"], None, None, None))
+    rows.append(("  8x volume" if predict["config"]["scale"] == 8 else "  scaled volume", "MB",
+                 large["rss_growth_mb"], None, None, None))
+    for case, runs in compiles.items():
+        for run, rec in runs.items():
+            value = rec.get("total_s") if rec["status"] == "ok" else float("nan")
+            rows.append((f"compile {case} {run}", "s", value, None, None, None))
+    return rows
+
+
+def format_table(rows):
+    """The summary rows as a fixed-width table."""
+    lines = ["{:<26}{:>8}{:>11}{:>10}{:>7}{:>8}".format(
+        "workload", "unit", "elektronn", "torch", "ratio", "% peak")]
+
+    def f(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    for name, unit, e, t, ratio, pct in rows:
+        lines.append(f"{name:<26}{unit:>8}{f(e, '.3f'):>11}{f(t, '.3f'):>10}"
+                     f"{f(ratio, '.2f'):>7}{f(pct, '.1f'):>8}")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke sizes, warm MNIST compile only")
+    p.add_argument("--out", default="bench_results", help="folder of the per-script JSON files")
+    p.add_argument("--json", default=None, help="summary JSON (default OUT/run_all.json)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per fresh process")
+    p.add_argument("--worker", choices=("mnist4", "neuro_mfp"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    """Run all benchmarks, print the summary table and write the JSON; return the summary."""
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(compile_worker(args.worker)))
+        return {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quick = ["--quick"] if args.quick else []
+    load0 = _common.loadavg()
+    t0 = time.perf_counter()
+    ops, train, predict = (run_script(name, quick, out / f"{name}.json")
+                           for name in ("bench_ops", "bench_train", "bench_predict"))
+    if args.quick:
+        compiles = {"mnist4": compile_case("mnist4", ["user"], args.timeout)}
+    else:
+        compiles = {"mnist4": compile_case("mnist4", ["cold", "warm"], args.timeout),
+                    "neuro_mfp": compile_case("neuro_mfp", ["cold"], args.timeout)}
+    rows = summary_rows(ops, train, predict, compiles)
+    torch = _common.import_torch()
+    summary = {
+        "machine": dict(_common.machine_info(torch), loadavg_start=load0),
+        "config": {"quick": args.quick},
+        "wall_s": time.perf_counter() - t0,
+        "matmul_gflops": {"ops": ops["matmul"]["gflops"], "train": train["matmul"]["gflops"],
+                          "predict": predict["matmul"]["gflops"]},
+        "compile": compiles,
+        "rows": [dict(zip(COLUMNS, r, strict=True)) for r in rows],
+    }
+    print()
+    print(f"summary: {summary['machine']['cores']} cores, load at start {load0}, at end "
+          f"{summary['machine']['loadavg']}, {summary['wall_s']:.0f} s; matmul peak "
+          f"{summary['matmul_gflops']['train']:.0f} GFLOP/s")
+    print(format_table(rows))
+    print("ratio > 1: elektronn better; % peak: elektronn's GFLOP/s / float32 matmul GFLOP/s")
+    _common.write_json(summary, args.json or out / "run_all.json")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
