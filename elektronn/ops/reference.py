@@ -17,7 +17,6 @@ __all__ = [
     "conv_grad_weights",
     "pool",
     "pool_grad",
-    "upsample",
     "mfp",
     "mfp_grad",
     "pool_phases",
@@ -113,16 +112,13 @@ def pool(x, ws, mode="max"):
     return np.where(hi >= -lo, hi, lo)
 
 
-def upsample(y, ws):
-    """Repeat each element of the trailing axes ``ws`` times (the inverse layout of pooling)."""
-    for i, p in enumerate(ws):
-        y = np.repeat(y, p, axis=y.ndim - len(ws) + i)
-    return y
-
-
 def pool_grad(x, y, g, ws):
     """Gradient of :func:`pool`: ``g`` goes to every input element equal to its output."""
-    return (x == upsample(y, ws)) * upsample(g, ws)
+    nd = len(ws)
+    lead = x.ndim - nd
+    window = (slice(None),) * lead + sum(((slice(None), None) for _ in ws), ())
+    blocked = _blocked(x, ws)
+    return ((blocked == y[window]) * g[window]).reshape(x.shape)
 
 
 def pool_phases(ws):

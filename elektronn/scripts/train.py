@@ -1,0 +1,138 @@
+"""``elektronn-train``: train a net as a configuration file describes (spec section 3.9).
+
+Usage::
+
+    elektronn-train <config file> [--gpu={auto|false|<int>}] [--resume] [--steps N]
+                    [--max-runtime SECONDS] [--set NAME=VALUE ...]
+
+A bare config file name is also looked up among the example configs. The training folder is
+the config's ``save_path``; the log goes to the console and to ``<save_path>/<save_name>.log``.
+Ctrl-C ends the training cleanly with everything saved (ELEKTRONN 1.0's interactive console is
+not ported). ``--resume`` continues from ``<save_path>/<save_name>-LAST.param`` without
+clearing the folder.
+"""
+
+import argparse
+import ast
+import logging
+import os
+import sys
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("elektronn")
+
+
+def _gpu(value):
+    """ELEKTRONN 1.0's ``--gpu`` values: 'auto', 'false' or an int (accepted, then ignored)."""
+    low = value.lower()
+    if low == "auto":
+        return "auto"
+    if low in ("false", "none", "no"):
+        return False
+    try:
+        return int(value)
+    except ValueError:
+        return value  # e.g. 'gpu0': kept for the log, ignored like every value (T16)
+
+
+def _assignment(text):
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass  # a plain string
+    return name.strip(), value
+
+
+def build_parser():
+    """The argument parser of ``elektronn-train``."""
+    p = argparse.ArgumentParser(
+        prog="elektronn-train",
+        description="Train an ELEKTRONN CNN/MLP with the training pipeline. The config file is "
+                    "executed as Python (see the example configs).")
+    p.add_argument("config", help="config file (a path, or the name of an example config)")
+    p.add_argument("--gpu", type=_gpu, default=None,
+                   help="accepted for ELEKTRONN 1.0 compatibility and ignored: PyTensor selects "
+                        "its device through its own configuration")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <save_path>/<save_name>-LAST.param (keeps the folder)")
+    p.add_argument("--param-file", default=None,
+                   help="with --resume: the parameter file to continue from")
+    p.add_argument("--steps", type=int, default=None, help="override n_steps (total steps)")
+    p.add_argument("--max-runtime", type=float, default=None,
+                   help="override max_runtime (seconds of this run)")
+    p.add_argument("--set", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
+                   help="override a config option (a Python literal), may be repeated")
+    return p
+
+
+def _add_handler(handler):
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%H:%M:%S"))
+    logger.addHandler(handler)
+    return handler
+
+
+def main(argv=None):
+    """Run ``elektronn-train``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 after a normal end, an interruption or reaching the runtime; 1 if the training
+        diverged; 2 for a configuration error.
+    """
+    args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from elektronn.training.config import Config, ConfigError
+
+    overrides = dict(args.set)
+    if args.steps is not None:
+        overrides["n_steps"] = args.steps
+    if args.max_runtime is not None:
+        overrides["max_runtime"] = args.max_runtime
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    handlers = [_add_handler(logging.StreamHandler(sys.stderr))]
+    try:
+        try:
+            config = Config(args.config, args.gpu, os.path.abspath(__file__),
+                            use_existing_dir=args.resume, overrides=overrides or None)
+        except (ConfigError, RuntimeError) as e:
+            logger.error("%s", e)
+            return 2
+        os.makedirs(config.save_path, exist_ok=True)
+        log_file = os.path.join(config.save_path, f"{config.save_name}.log")
+        handlers.append(_add_handler(logging.FileHandler(log_file, encoding="utf-8")))
+        from elektronn.training.trainer import Trainer
+
+        trainer = Trainer(config)
+        trainer.loadData()
+        trainer.debugGetCNNBatch()
+        trainer.createNet()
+        if args.resume:
+            trainer.resume(args.param_file)
+        reason = trainer.run()
+        return 1 if reason == "diverged" else 0
+    except KeyboardInterrupt:
+        logger.warning("Interrupted before the training started")
+        return 130
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,560 @@
+"""The training loop of ELEKTRONN's pipeline (spec section 3.2).
+
+A :class:`Trainer` loads the data a :class:`~elektronn.training.config.Config` describes,
+builds the net with :func:`~elektronn.net.netcreation.createNet` and trains it::
+
+    trainer = Trainer(config)
+    trainer.loadData()
+    trainer.createNet()
+    trainer.run()
+
+Everything is written into ``config.save_path`` (atomically): ``<save_name>-LAST.param`` at
+every monitoring step, ``<save_name>-<h>h.param`` snapshots every ``param_save_h`` hours,
+``<save_name>_end.param`` at the end, the history in ``Backup/<save_name>.*.npy``, the
+progress plots ``<save_name>.*.png``, preview predictions and ``<save_name>.state.json`` (the
+step, time and learning rate :meth:`Trainer.resume` continues from).
+
+Differences to ELEKTRONN 1.0:
+
+* The interactive Ctrl-C console is not ported: Ctrl-C (KeyboardInterrupt) ends the training
+  cleanly, with the parameters, history and plots saved as at a normal end.
+* A diverging loss (NaN or inf) ends the training without overwriting the ``-LAST`` parameters
+  (ELEKTRONN 1.0 opened the console).
+* Auxiliary inputs are passed in the compiled order (quirk T3); ``reset`` passes the weight
+  decay by keyword (T2); the training can be resumed (:meth:`Trainer.resume`).
+* Files go to ``save_path`` by absolute path; the working directory is not changed.
+"""
+
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from elektronn.training import trainutils
+from elektronn.training.parallelisation import BackgroundProc
+from elektronn.utils import pprinttime
+
+__all__ = ["Trainer"]
+
+logger = logging.getLogger("elektronn")
+
+
+class Trainer:
+    """Train the net a configuration describes.
+
+    Parameters
+    ----------
+    config : elektronn.training.config.Config
+        The run's configuration.
+
+    Attributes
+    ----------
+    config : Config
+    data : CNNData or traindata.Data
+        After :meth:`loadData`.
+    cnn : MixedConvNN
+        After :meth:`createNet`.
+    timeline : list
+        Per step ``[step, seconds, smoothed NLL, NLL, batch mean label]``.
+    history : list
+        Per monitoring step ``[step, seconds, smoothed NLL, NLL, train NLL, valid NLL,
+        NLL gain, LR]``.
+    errors : list
+        Per monitoring step ``[step, seconds, train error, valid error]`` (in % unless the
+        target is regression).
+    CG_timeline : list
+        The net's conjugate-gradient records.
+    get_batch_kwargs, get_batch_kwargs_test : dict
+        Keyword arguments of ``data.getbatch`` for training and monitoring batches.
+    preview_data : list of ndarray or None
+        Preview cubes (float32 in [0, 1]).
+    saved_raw_preview : bool
+        Whether the raw preview slices were written.
+    step : int
+        The step the next :meth:`run` starts at (0, or after the resumed one).
+    stop_reason : str or None
+        Why the last :meth:`run` ended: ``'steps'``, ``'runtime'``, ``'interrupt'`` or
+        ``'diverged'``.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.save_path = Path(config.save_path)
+        self.save_name = config.save_name
+        self.data = self.cnn = None
+        self.get_batch_kwargs = self.get_batch_kwargs_test = None
+        self.preview_data = None
+        self.saved_raw_preview = False
+        self.CG_timeline, self.history, self.timeline, self.errors = [], [], [], []
+        self.step = 0
+        self.stop_reason = None
+        self._t_offset = 0.0  # seconds of earlier (resumed) runs
+        self._nll_ema = 0.65
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @property
+    def _image_data(self):
+        c = self.config
+        return c.mode != "vect-scalar" and c.data_class_name is None
+
+    def loadData(self):
+        """Load the training data (and the preview cubes) as the configuration says."""
+        c = self.config
+        if self._image_data:
+            from elektronn.training.CNNData import CNNData
+
+            kw = dict(batch_size=c.batch_size, strided=(not any(c.MFP)) and c.mode == "img-img",
+                      flip=c.flip_data, grey_augment_channels=c.grey_augment_channels,
+                      ret_info=c.lazy_labels, ret_example_weights=c.use_example_weights,
+                      warp_on=c.warp_on, ignore_thresh=c.example_ignore_threshold)
+            self.get_batch_kwargs = kw
+            self.get_batch_kwargs_test = dict(kw, batch_size=c.monitor_batch_size, warp_on=False)
+            affinity = c.target if c.target in ("malis", "affinity") else False
+            self.data = CNNData(c.patch_size, c.dimensions.pred_stride, c.dimensions.offset,
+                                c.n_dim, c.n_lab, c.anisotropic_data, c.mode, c.zchxy_order,
+                                c.border_mode, c.pre_process, c.upright_x,
+                                float_label=(c.target == "regression"), affinity=affinity)
+            self.data.addDataFromFile(c.data_path, c.label_path, c.d_files, c.l_files,
+                                      c.cube_prios, c.valid_cubes, c.downsample_xy)
+            if c.preview_data_path is not None:
+                cubes = trainutils.h5Load(c.preview_data_path)
+                cubes = cubes if isinstance(cubes, list) else [cubes]
+                self.preview_data = [np.asarray(d, np.float32) / 255 for d in cubes]
+        else:
+            self.get_batch_kwargs = dict(batch_size=c.batch_size, **(c.data_batch_kwargs or {}))
+            self.get_batch_kwargs_test = dict(batch_size=c.monitor_batch_size)
+            name = c.data_class_name
+            if isinstance(name, list | tuple):
+                cls = trainutils.import_variable_from_file(*name)
+            else:
+                from elektronn.training import traindata
+
+                cls = getattr(traindata, name)
+            self.data = cls(**(c.data_load_kwargs or {}))
+            self.preview_data = None
+        return self.data
+
+    def createNet(self):
+        """Build and compile the net (:func:`~elektronn.net.netcreation.createNet`).
+
+        Returns
+        -------
+        MixedConvNN
+        """
+        from elektronn.net.netcreation import createNet
+
+        c = self.config
+        if c.target == "nll" and c.class_weights is not None:
+            assert len(c.class_weights) == self.data.n_lab, \
+                f"class_weights needs {self.data.n_lab} entries, got {len(c.class_weights)}"
+        if c.mode != "vect-scalar":
+            self.cnn = createNet(c, c.patch_size, self.data.n_ch, self.data.n_lab, c.dimensions)
+        else:
+            n_ch = getattr(self.data, "n_taps", None) if c.rnn_layer_kwargs else None
+            self.cnn = createNet(c, self.data.example_shape, n_ch, self.data.n_lab, None)
+        self.CG_timeline = self.cnn.CG_timeline
+        return self.cnn
+
+    def reset(self):
+        """Re-initialise the weights and optimiser settings and clear the histories (T2 fixed)."""
+        c = self.config
+        self.cnn.randomizeWeights()
+        self.cnn.setOptimizerParams(SGD=c.SGD_params, CG=c.CG_params, RPROP=c.RPROP_params,
+                                    LBFGS=c.LBFGS_params, Adam=c.Adam_params,
+                                    weight_decay=c.weight_decay or 0.0)
+        self.history, self.timeline, self.errors = [], [], []
+        self.cnn.CG_timeline.clear()
+        self.step, self._t_offset, self._nll_ema = 0, 0.0, 0.65
+
+    # --- files -------------------------------------------------------------------------------
+
+    def _path(self, name):
+        return self.save_path / name
+
+    @property
+    def last_param_file(self):
+        """``<save_path>/<save_name>-LAST.param``."""
+        return self._path(f"{self.save_name}-LAST.param")
+
+    @property
+    def state_file(self):
+        """``<save_path>/<save_name>.state.json``: where :meth:`resume` continues."""
+        return self._path(f"{self.save_name}.state.json")
+
+    def saveState(self, param_file=None):
+        """Save the parameters (default ``-LAST.param``) and the resume state (atomic)."""
+        self.cnn.saveParameters(str(param_file or self.last_param_file), show=False)
+        state = dict(step=self.step, t_passed=self._t_offset + self._elapsed(),
+                     nll_ema=float(self._nll_ema), LR=float(self.cnn.SGD_LR.get_value()),
+                     momentum=float(self.cnn.SGD_momentum.get_value()),
+                     optimizer=self.config.optimizer)
+        trainutils.atomic_write(self.state_file, json.dumps(state, indent=1).encode())
+
+    def resume(self, param_file=None):
+        """Continue from a saved training: parameters, step, time, learning rate and history.
+
+        Parameters
+        ----------
+        param_file : str or os.PathLike, optional
+            Default ``<save_path>/<save_name>-LAST.param``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is nothing to resume from.
+        """
+        param_file = Path(param_file or self.last_param_file)
+        if not param_file.exists():
+            raise FileNotFoundError(f"cannot resume: {param_file} does not exist")
+        self.cnn.loadParameters(str(param_file), strict=True)
+        if self.state_file.exists():
+            state = json.loads(self.state_file.read_text())
+            self.step = int(state["step"]) + 1
+            self._t_offset = float(state["t_passed"])
+            self._nll_ema = float(state["nll_ema"])
+            self.cnn.setSGDLR(state["LR"])
+            self.cnn.setSGDMomentum(state["momentum"])
+        hist = trainutils.loadHist(self.save_name, self.save_path)
+        self.history, self.timeline, self.errors = (hist["history"], hist["timeline"],
+                                                    hist["errors"])
+        self.timeline = [row for row in self.timeline if row[0] < self.step]
+        logger.info("Resuming from %s at step %i", param_file, self.step)
+
+    def saveHistory(self, plot=True):
+        """Write the history files and, if ``plot``, the progress plots."""
+        args = (self.timeline, self.history, self.CG_timeline, self.errors, self.save_name)
+        if plot:
+            trainutils.plotInfo(*args, folder=self.save_path)
+        else:
+            trainutils.saveHist(*args, folder=self.save_path)
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def _n_label_parts(self):
+        return 2 if self.config.target == "malis" else 1
+
+    def assembleArgs(self, batch):
+        """Order a batch and the configured extras as the compiled loss expects (quirk T3).
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(images, labels[, seg][, info1, info2][, example_weights])`` as ``getbatch``
+            returns it.
+
+        Returns
+        -------
+        list
+            ``[images, labels(, seg), mask_class_labeled, mask_class_not_present,
+            class_weights, example_weights, label_prop_thresh]``, each present only when
+            configured.
+        """
+        c = self.config
+        batch = list(batch)
+        n = 1 + self._n_label_parts()
+        args, rest = batch[:n], batch[n:]
+        info, weights = [], []
+        if c.lazy_labels and self._image_data:
+            info, rest = rest[:2], rest[2:]
+        if c.use_example_weights and self._image_data:
+            weights, rest = rest[:1], rest[1:]
+        args += info
+        if c.class_weights is not None:
+            args.append(np.asarray(c.class_weights, np.float32))
+        args += weights
+        if c.label_prop_thresh is not None:
+            args.append(np.float32(c.label_prop_thresh))
+        return args + rest
+
+    def _getbatch(self, kwargs, source="train"):
+        return self.data.getbatch(source=source, **kwargs)
+
+    def testModel(self, source="train"):
+        """Loss and error on one monitoring batch, with dropout switched off.
+
+        Parameters
+        ----------
+        source : {'train', 'valid'}
+
+        Returns
+        -------
+        nll, error : float
+            Means over chunks of ``batch_size`` (weighted by chunk size); ``(nan, nan)`` for
+            ``'valid'`` without validation data.
+        """
+        if source == "valid" and not len(getattr(self.data, "valid_d", ()) or ()):
+            return np.nan, np.nan
+        batch = list(self._getbatch(self.get_batch_kwargs_test, source))
+        noise = [lay.activation_noise for lay in self.cnn.layers
+                 if hasattr(lay, "activation_noise")]
+        rates = [v.get_value() for v in noise]
+        for v in noise:
+            v.set_value(np.float32(0))
+        try:
+            n, bs = len(batch[0]), self.config.batch_size
+            total_nll = total_err = 0.0
+            m = 0
+            for k in range(0, n, bs):
+                chunk = [b[k:k + bs] for b in batch]
+                if len(chunk[0]) < bs and self.cnn.batch_size is not None:
+                    break  # a net of fixed batch size cannot take a short chunk
+                nll, err = self.cnn.get_error(*self.assembleArgs(chunk))[:2]
+                total_nll += float(nll) * len(chunk[0])
+                total_err += float(err) * len(chunk[0])
+                m += len(chunk[0])
+        finally:
+            for v, r in zip(noise, rates, strict=True):
+                v.set_value(r)
+        return (total_nll / m, total_err / m) if m else (np.nan, np.nan)
+
+    # --- previews ----------------------------------------------------------------------------
+
+    def predictAndWrite(self, raw_img, number=0, export_class="all", block_name="", z_thick=5):
+        """Predict a block and write the central z-slices of the class maps as PNG.
+
+        Parameters
+        ----------
+        raw_img : ndarray ``(ch, x, y)`` or ``(ch, x, y, z)``
+        number : float
+            The hour mark in the file names.
+        export_class : 'all', int or list of int
+            The classes to write (``'malis'``/``'affinity'``: an RGB of channels 0, 2, 4).
+        block_name : str or int
+        z_thick : int
+            Number of central z-slices written.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        import matplotlib.image
+
+        if self.cnn.batch_size not in (None, 1):
+            raise ValueError(f"previews need a net of batch_size 1 (or None), this one has "
+                             f"{self.cnn.batch_size}")
+        pred = self.cnn.predictDense(raw_img, show_progress=False)
+        if pred.shape[0] == 3:  # affinity hack of ELEKTRONN 1.0
+            pred[0] = pred.min(axis=0)
+        if pred.ndim == 3:
+            pred = pred[..., None]
+        nz = pred.shape[-1]
+        z0 = max(0, (nz - z_thick) // 2)
+        zs = range(z0, min(nz, z0 + z_thick))
+        written = []
+
+        def save(path, img, **kw):
+            buf = io.BytesIO()
+            matplotlib.image.imsave(buf, img, format="png", **kw)
+            trainutils.atomic_write(path, buf.getvalue())
+            written.append(path)
+
+        if export_class in ("malis", "affinity"):
+            for z in zs:
+                rgb = np.stack([pred[k, :, :, z] for k in (0, 2, 4)
+                                if k < pred.shape[0]], -1)
+                save(self._path(f"{self.save_name}-pred-{block_name}-rgb-z{z}-{number}hrs.png"),
+                     np.clip(rgb, 0, 1))
+        else:
+            classes = range(pred.shape[0]) if export_class == "all" else np.atleast_1d(
+                export_class)
+            for cls in classes:
+                for z in zs:
+                    save(self._path(f"{self.save_name}-pred-{block_name}-c{int(cls)}-z{z}-"
+                                    f"{number}hrs.png"), pred[int(cls), :, :, z], cmap="gray",
+                         vmin=0, vmax=1)
+        if not self.saved_raw_preview:
+            raw = raw_img[0] if raw_img.ndim == 4 else raw_img[0][..., None]
+            dz = int(self.config.dimensions.offset[0]) if raw_img.ndim == 4 else 0
+            for z in zs:
+                if z + dz < raw.shape[-1]:
+                    save(self._path(f"{self.save_name}-raw-{block_name}-z{z}.png"),
+                         raw[:, :, z + dz], cmap="gray")
+        return written
+
+    def previewSliceFromTrainData(self, cube_i=0, off=(0, 0, 0), sh=(10, 400, 400), number=0,
+                                  export_class="all"):
+        """Predict a block ``(z, x, y)`` of a training cube (T11 fixed: y uses ``off[2]``)."""
+        raw = self.data.previewBlock(cube_i, off, sh)
+        return self.predictAndWrite(raw, number, export_class)
+
+    def previewSlice(self, number=0, export_class="all", max_z_pred=5):
+        """Predict the central slab of every preview cube and write it as PNG.
+
+        Parameters
+        ----------
+        number : float
+            The hour mark in the file names.
+        export_class : 'all', int or list of int
+        max_z_pred : int
+            Number of z-slices written (3-D: the slab is as thick as the net needs for them).
+        """
+        written = []
+        for k, raw in enumerate(self.preview_data or []):
+            if self.config.n_dim == 3:
+                strd_z = self.cnn.output_strides[0]
+                out_z = self.cnn.output_shape[2] * strd_z
+                min_z = self.cnn.input_shape[1] + strd_z - 1
+                z_thick = min_z if out_z > max_z_pred else \
+                    min_z + strd_z * math.ceil((max_z_pred - out_z) / strd_z)
+                raw = raw if raw.ndim == 4 else raw[None]
+                z0 = max(0, (raw.shape[-1] - z_thick) // 2)
+                block = raw[..., z0:z0 + z_thick]
+            else:
+                raw = raw if raw.ndim == 3 else raw[None]
+                block = raw
+            written += self.predictAndWrite(block, number, export_class, k, max_z_pred)
+        self.saved_raw_preview = True
+        return written
+
+    def debugGetCNNBatch(self):
+        """Plot one training example and its label (img-img), as ``debugGetCNNBatch.png``.
+
+        Returns
+        -------
+        tuple
+            ``(data, label, info1, info2)`` of the batch.
+        """
+        if self.config.mode != "img-img" or not self._image_data:
+            return None
+        kw = dict(self.get_batch_kwargs_test, strided=False, ret_info=True,
+                  ret_example_weights=False)
+        batch = self.data.getbatch(source="train", **kw)
+        d, lab = batch[0], batch[1]
+        info1, info2 = batch[-2], batch[-1]
+        if self.config.target in ("affinity", "malis"):
+            lab = lab.min(axis=1)
+        off = [int(o) for o in self.data.offset]
+        if self.config.n_dim == 3:
+            img, lb = d[0, off[0], 0, off[1]:-off[1] or None, off[2]:-off[2] or None], lab[0, 0]
+        else:
+            img, lb = d[0, 0, off[0]:-off[0] or None, off[1]:-off[1] or None], lab[0]
+        fig, axes = trainutils._figure(1)
+        fig.clear()
+        axes = [fig.add_subplot(1, 3, k + 1) for k in range(3)]
+        axes[0].imshow(img, cmap="gray", interpolation="none")
+        axes[0].set_title("data")
+        axes[1].imshow(lb, cmap="gray", interpolation="none")
+        axes[1].set_title("label")
+        lb_n = (lb - lb.min()) / (np.ptp(lb) + 1e-9)
+        axes[2].imshow(0.75 * img + 0.25 * lb_n, cmap="gray", interpolation="none")
+        axes[2].set_title("overlay")
+        trainutils.save_png(fig, self._path("debugGetCNNBatch.png"), bbox_inches="tight")
+        return d, batch[1], info1, info2
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _elapsed(self):
+        return time.time() - self._t_start if getattr(self, "_t_start", None) else 0.0
+
+    def run(self):
+        """Train until ``n_steps``, ``max_runtime`` or Ctrl-C; save everything at the end.
+
+        Returns
+        -------
+        str
+            :attr:`stop_reason`.
+        """
+        c, cnn = self.config, self.cnn
+        schedule = [tuple(e) for e in (c.LR_schedule or [])]
+        pending = schedule.pop(0) if schedule else None
+        bg = None
+        self._t_start = time.time()
+        if c.background_processes:
+            bg = BackgroundProc(self.data.getbatch, n_proc=max(2, int(c.background_processes)),
+                                target_kwargs=self.get_batch_kwargs)
+        t_train_ema, t_it_ema = 2.0, 2.0
+        next_param_h = c.param_save_h
+        next_prev_h = c.initial_prev_h
+        freq = c.history_freq[0] if c.history_freq else 0
+        self.stop_reason = "steps"
+        t_last = time.time()
+        i = self.step - 1
+        try:
+            for i in range(self.step, c.n_steps):
+                self.step = i
+                batch = bg.get() if bg is not None else self._getbatch(self.get_batch_kwargs)
+                args = self.assembleArgs(batch)
+                nll, _, t_train = cnn.trainingStep(*args, mode=c.optimizer)
+                if not np.isfinite(nll):
+                    logger.error("Training diverged at step %i (loss %s): stopping without "
+                                 "saving over %s", i, nll, self.last_param_file.name)
+                    self.stop_reason = "diverged"
+                    break
+                self._nll_ema = 0.995 * self._nll_ema + 0.005 * float(nll)
+                now = time.time()
+                t_train_ema = 0.8 * t_train_ema + 0.2 * t_train
+                t_it_ema = 0.8 * t_it_ema + 0.2 * (now - t_last)
+                t_last = now
+                t_passed = self._t_offset + (now - self._t_start)
+                batch_char = float(np.mean(args[1]))
+                self.timeline.append([i, t_passed, self._nll_ema, float(nll), batch_char])
+
+                hours = (now - self._t_start) / 3600
+                if c.param_save_h and hours >= next_param_h:
+                    name = f"{self.save_name}-{next_param_h:g}h.param"
+                    cnn.saveParameters(str(self._path(name)), show=False)
+                    next_param_h += c.param_save_h
+                if self.preview_data is not None and hours >= next_prev_h:
+                    try:
+                        self.previewSlice(number=round(next_prev_h, 3),
+                                          **(c.preview_kwargs or {}))
+                    except Exception as e:  # a preview must never stop the training
+                        logger.warning("Preview failed: %s: %s", type(e).__name__, e)
+                    next_prev_h += c.prev_save_h or float("inf")
+
+                if pending is not None and i == pending[0]:
+                    cnn.setSGDLR(pending[1])
+                    logger.info("LR schedule: LR set to %g at step %i", pending[1], i)
+                    pending = schedule.pop(0) if schedule else None
+                if i % 1000 == 0:  # T6: also at i=0
+                    cnn.setSGDLR(cnn.SGD_LR.get_value() * c.LR_decay)
+
+                if freq and i % freq == 0:
+                    self._monitor(i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema)
+                if now - self._t_start > c.max_runtime:
+                    self.stop_reason = "runtime"
+                    logger.info("Maximal runtime (%s s) reached", c.max_runtime)
+                    break
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupt"
+            logger.warning("Interrupted (Ctrl-C) at step %i: saving and stopping", i)
+        finally:
+            if bg is not None:
+                bg.shutdown()
+        self._finish()
+        return self.stop_reason
+
+    def _monitor(self, i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema):
+        """Monitoring step: losses, errors, history, ``-LAST.param``, plots, status line."""
+        c, cnn = self.config, self.cnn
+        nll_gain = float(cnn.get_loss(*args)[0]) - float(nll)
+        train_nll, train_err = self.testModel("train")
+        valid_nll, valid_err = self.testModel("valid")
+        if c.target != "regression":
+            train_err, valid_err = 100 * train_err, 100 * valid_err
+        lr = float(cnn.SGD_LR.get_value())
+        self.errors.append([i, t_passed, train_err, valid_err])
+        self.history.append([i, t_passed, self._nll_ema, float(nll), train_nll, valid_nll,
+                             nll_gain, lr])
+        self.saveState()
+        self.saveHistory(plot=bool(c.plot_on) and i > 30)
+        if c.print_status:
+            kind, unit = ("MSE", "std") if c.target == "regression" else ("NLL", "%")
+            logger.info("%05i %sm=%.3f, train=%05.2f%s, valid=%05.3f%s, prev=%04.1f, "
+                        "NLLdiff=%+.1e, LR=%.5f, %.1f it/s, %s", i, kind, self._nll_ema,
+                        train_err, unit, valid_err, unit, batch_char * 100, nll_gain, lr,
+                        1.0 / max(t_it_ema, 1e-9), pprinttime(t_passed))
+
+    def _finish(self):
+        """Save the end parameters, ``-LAST.param``, state and plots."""
+        if self.stop_reason != "diverged":
+            self.cnn.saveParameters(str(self._path(f"{self.save_name}_end.param")), show=False)
+            self.saveState()
+        self.saveHistory(plot=bool(self.config.plot_on))
+        logger.info("End of Training (%s)\n%s\n%s", self.stop_reason, "#" * 60, "#" * 60)

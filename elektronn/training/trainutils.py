@@ -1,0 +1,349 @@
+"""Helpers of the training pipeline: history files, progress plots, h5 I/O, small utilities.
+
+The subset of ELEKTRONN 1.0's ``trainutils`` (spec section 3.6) that the port's
+:class:`~elektronn.training.trainer.Trainer` uses. Every file is written atomically (to a
+temporary file in the target folder that then replaces the target), so an interrupted run
+never leaves a half-written history or plot. Plots are drawn with matplotlib's object API on
+an Agg canvas: no display and no ``pyplot`` state are needed.
+
+Left out of the port: the interactive console (``pprintmenu``, ``userInput``), the GPU helpers
+(``get_free_gpu``, ``parseargs_dev``; PyTensor has no GPU switch, quirk T16), ``pickleSave``,
+``pickleLoad``, ``previewDiffPlot`` and ``timeit``.
+"""
+
+import importlib.util
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["atomic_write", "save_png", "import_variable_from_file", "xyz2zyx", "h5Save",
+           "h5Load", "saveHist", "loadHist", "plotInfo", "plotInfoFromFiles", "HIST_NAMES"]
+
+logger = logging.getLogger("elektronn")
+
+HIST_NAMES = ("history", "timeline", "errors", "CGtimeline")
+"""The series :func:`saveHist` writes, as ``Backup/<name>.<series>.npy``."""
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file that replaces it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    data : bytes
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return buf.getvalue()
+
+
+def save_png(fig, path, **kwargs):
+    """Save a matplotlib figure as PNG, atomically.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or os.PathLike
+    **kwargs
+        Passed to ``fig.savefig``.
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    atomic_write(path, buf.getvalue())
+
+
+def import_variable_from_file(file_path, class_name):
+    """Import the module ``file_path`` and return its attribute ``class_name``.
+
+    Parameters
+    ----------
+    file_path : str or os.PathLike
+        A Python file (executed: it is the user's own code).
+    class_name : str
+
+    Returns
+    -------
+    object
+    """
+    file_path = os.path.expanduser(os.fspath(file_path))
+    name = Path(file_path).stem
+    spec = importlib.util.spec_from_file_location(name, file_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, class_name)
+
+
+def xyz2zyx(shapes):
+    """Reorder ``[x, y, z]`` to ``[z, x, y]``; scalars (and entries of scalars) pass through.
+
+    Parameters
+    ----------
+    shapes : int or list
+        A shape or a list of shapes.
+
+    Returns
+    -------
+    int or list
+
+    Examples
+    --------
+    >>> xyz2zyx([[4, 4, 1], 2, [3, 3, 3]])
+    [[1, 4, 4], 2, [3, 3, 3]]
+    """
+    def one(s):
+        return [s[2], s[0], s[1]] if isinstance(s, list | tuple | np.ndarray) and len(s) == 3 \
+            else s
+
+    if isinstance(shapes, list | tuple) and shapes and isinstance(shapes[0], list | tuple | int):
+        if all(not isinstance(s, list | tuple | np.ndarray) for s in shapes):
+            return one(shapes)
+        return [one(s) for s in shapes]
+    return shapes
+
+
+def h5Save(data, file_name, keys="None", compress=True):
+    """Write one array or a list of arrays to an HDF5 file (lzf compressed), atomically.
+
+    Parameters
+    ----------
+    data : ndarray or list of ndarray
+    file_name : str or os.PathLike
+    keys : str or list of str
+        Dataset names (default ``'None'``, as ELEKTRONN 1.0; a list gets ``'None0'``, ...).
+    compress : bool
+    """
+    arrays = data if isinstance(data, list | tuple) else [data]
+    if isinstance(keys, str):
+        keys = [keys] if len(arrays) == 1 else [f"{keys}{i}" for i in range(len(arrays))]
+    path = Path(os.path.expanduser(os.fspath(file_name)))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".h5.tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, array in zip(keys, arrays, strict=True):
+                f.create_dataset(key, data=array, compression="lzf" if compress else None)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def h5Load(file_name, keys=None):
+    """Read datasets of an HDF5 file.
+
+    Parameters
+    ----------
+    file_name : str or os.PathLike
+    keys : str, list of str or None
+        One name (the array is returned), several, or None (all datasets).
+
+    Returns
+    -------
+    ndarray or list of ndarray
+        A single array is returned unwrapped.
+    """
+    with h5py.File(os.path.expanduser(os.fspath(file_name)), "r") as f:
+        if isinstance(keys, str):
+            return f[keys][()]
+        arrays = [f[k][()] for k in (list(f.keys()) if keys is None else keys)]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def saveHist(timeline, history, CG_timeline, errors, save_name, folder="."):
+    """Write the training series to ``<folder>/Backup/<save_name>.<series>.npy`` (atomic).
+
+    Parameters
+    ----------
+    timeline : list or ndarray
+        Rows ``[step, seconds, smoothed NLL, NLL, batch mean label]``.
+    history : list or ndarray
+        Rows ``[step, seconds, smoothed NLL, NLL, train NLL, valid NLL, NLL gain, LR]``.
+    CG_timeline : list or ndarray
+        The net's conjugate-gradient records (may be empty).
+    errors : list or ndarray
+        Rows ``[step, seconds, train error, valid error]``.
+    save_name : str
+    folder : str or os.PathLike
+        The training folder (ELEKTRONN 1.0 used the current directory).
+    """
+    backup = Path(folder) / "Backup"
+    backup.mkdir(parents=True, exist_ok=True)
+    for name, series in zip(HIST_NAMES, (history, timeline, errors, CG_timeline), strict=True):
+        atomic_write(backup / f"{save_name}.{name}.npy", _npy_bytes(series))
+
+
+def loadHist(save_name, folder="."):
+    """Read the series :func:`saveHist` wrote.
+
+    Returns
+    -------
+    dict
+        ``{series: list of rows}`` for every file that exists (missing ones are empty).
+    """
+    backup = Path(folder) / "Backup"
+    out = {}
+    for name in HIST_NAMES:
+        path = backup / f"{save_name}.{name}.npy"
+        out[name] = np.load(path, allow_pickle=False).tolist() if path.exists() else []
+    return out
+
+
+def _SMA(c, n):
+    """Simple moving average of ``c`` over ``n`` points (``len(c) - n + 1`` values)."""
+    c = np.asarray(c, dtype=float)
+    if len(c) < n:
+        return c[:0]
+    cs = np.cumsum(np.insert(c, 0, 0.0))
+    return (cs[n:] - cs[:-n]) / n
+
+
+def _subsample(a, n=2000):
+    a = np.asarray(a, dtype=float)
+    step = max(1, len(a) // n)
+    return a[::step]
+
+
+def _figure(n_rows):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4 * n_rows))
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(n_rows, 1, k + 1) for k in range(n_rows)]
+
+
+def plotInfo(timeline, history, CG_timeline, errors, save_name, autoscale=True, folder="."):
+    """Save the history (:func:`saveHist`) and draw the progress plots (PNG).
+
+    Writes ``<save_name>.timeline.png`` (update NLL and its smoothed value over time, NLL
+    against the batch mean label), ``<save_name>.history.png`` (smoothed, train and valid NLL;
+    NLL gain and learning rate), ``<save_name>.Errors.png`` (train and valid error with an
+    8-point moving average) and, with CG data, ``<save_name>.CGtimeline.png``. Times are
+    shown in minutes; every series is subsampled to about 2000 points. Too little data to plot
+    is logged, not raised.
+
+    Parameters
+    ----------
+    timeline, history, CG_timeline, errors, save_name
+        As :func:`saveHist`.
+    autoscale : bool
+        Let matplotlib scale the NLL axes (False: clip them to ``[0, 2 * median]``).
+    folder : str or os.PathLike
+        Where the plots and ``Backup`` go.
+    """
+    saveHist(timeline, history, CG_timeline, errors, save_name, folder)
+    folder = Path(folder)
+    try:
+        _plot_timeline(np.asarray(timeline, float), save_name, folder, autoscale)
+        _plot_history(np.asarray(history, float), save_name, folder, autoscale)
+        _plot_errors(np.asarray(errors, float), save_name, folder)
+        if len(CG_timeline):
+            _plot_cg(np.asarray(CG_timeline, float), save_name, folder)
+    except (ValueError, IndexError) as e:
+        logger.warning("plotInfo: not enough data to plot (%s)", e)
+
+
+def _clip(ax, values, autoscale):
+    if not autoscale and len(values):
+        ax.set_ylim(0, 2 * np.median(values) + 1e-6)
+
+
+def _plot_timeline(tl, save_name, folder, autoscale):
+    tl = _subsample(tl)
+    fig, (ax, ax2) = _figure(2)
+    t = tl[:, 1] / 60
+    ax.plot(t, tl[:, 3], "b-", lw=0.5, label="update NLL")
+    ax.plot(t, tl[:, 2], "k-", lw=2, label="smoothed NLL")
+    _clip(ax, tl[:, 3], autoscale)
+    ax.set_xlabel("time [min]")
+    ax.set_ylabel("NLL")
+    ax.legend(loc="upper right")
+    top = ax.twiny()
+    top.set_xlim(tl[0, 0], tl[-1, 0])
+    top.set_xlabel("steps")
+    sc = ax2.scatter(tl[:, 4], tl[:, 3], c=tl[:, 0], s=4, cmap="viridis")
+    fig.colorbar(sc, ax=ax2, label="step")
+    ax2.set_xlabel("batch mean label")
+    ax2.set_ylabel("NLL")
+    save_png(fig, folder / f"{save_name}.timeline.png", bbox_inches="tight")
+
+
+def _plot_history(hi, save_name, folder, autoscale):
+    hi = _subsample(hi)
+    fig, (ax, ax2) = _figure(2)
+    t = hi[:, 1] / 60
+    ax.plot(t, hi[:, 2], "k-", lw=2, label="smoothed NLL")
+    ax.plot(t, hi[:, 4], "g-", label="train NLL")
+    ax.plot(t, hi[:, 5], "r-", label="valid NLL")
+    _clip(ax, hi[:, 2], autoscale)
+    ax.set_ylabel("NLL")
+    ax.set_xlabel("time [min]")
+    ax.legend(loc="upper right")
+    ax2.plot(t, hi[:, 6], "b-", label="NLL gain per update")
+    ax2.set_ylabel("NLL gain")
+    ax2.set_xlabel("time [min]")
+    lr = ax2.twinx()
+    lr.plot(t, hi[:, 7], "m-", label="LR")
+    lr.set_ylabel("learning rate")
+    save_png(fig, folder / f"{save_name}.history.png", bbox_inches="tight")
+
+
+def _plot_errors(er, save_name, folder):
+    er = _subsample(er)
+    fig, (ax,) = _figure(1)
+    er = er[2:] if len(er) > 4 else er
+    t = er[:, 1] / 60
+    ax.plot(t, er[:, 2], "g--", lw=0.7, label="train error")
+    ax.plot(t, er[:, 3], "r--", lw=0.7, label="valid error")
+    for col, style in ((2, "g-"), (3, "r-")):
+        sma = _SMA(er[:, col], 8)
+        if len(sma):
+            ax.plot(t[7:], sma, style, lw=2)
+    ax.set_xlabel("time [min]")
+    ax.set_ylabel("error")
+    ax.legend(loc="upper right")
+    save_png(fig, folder / f"{save_name}.Errors.png", bbox_inches="tight")
+
+
+def _plot_cg(cg, save_name, folder):
+    fig, (ax, ax2) = _figure(2)
+    ax.plot(cg[:, 0], "b-", label="CG NLL")
+    ax.set_ylabel("NLL")
+    if cg.shape[1] > 2:
+        ax2.scatter(cg[:, 2], cg[:, 1], s=4)
+        ax2.set_xlabel("coefficient")
+        ax2.set_ylabel("step size")
+    save_png(fig, folder / f"{save_name}.CGtimeline.png", bbox_inches="tight")
+
+
+def plotInfoFromFiles(path, save_name, autoscale=True):
+    """Redraw the plots of a training folder from its history files.
+
+    Reads ``<path>/Backup/<save_name>.<series>.npy`` (quirk T12 fixed: the CG series is read
+    from ``.CGtimeline.npy``, the name :func:`saveHist` writes) and writes the plots to
+    ``path``.
+    """
+    hist = loadHist(save_name, path)
+    plotInfo(hist["timeline"], hist["history"], hist["CGtimeline"], hist["errors"],
+             save_name, autoscale, folder=path)
