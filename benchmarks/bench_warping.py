@@ -13,9 +13,6 @@ The parameter draws and the cut are part of the timed loop, as in training.
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -23,30 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import loadavg, machine_info, write_json  # noqa: E402
+
 PATCH = (7, 127, 127)
 LABEL_OFFSET = (2, 15, 15)
 BATCH, QUICK_BATCH = 20, 2
 CASES = (("warp3dFast", 1), ("warp3dFast", 2), ("warp3dJoint", 1))
-
-
-def machine_info():
-    """Cores, CPU model, load and library versions for the JSON record."""
-    cpu = platform.processor()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
 
 
 def make_case(kind, channels, rng):
@@ -95,14 +75,14 @@ def main(argv=None):
     args = parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     batch = QUICK_BATCH if args.quick else BATCH
-    info = machine_info()
+    info = machine_info(None)
     rows = []
     for kind, channels in CASES:
         rate = patches_per_second(make_case(kind, channels, np.random.default_rng(1)),
                                   batch, repeats)
         rows.append({"function": kind, "channels": channels, "patch": list(PATCH),
                      "patches_per_s": rate, "ms_per_patch": 1e3 / rate})
-    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["loadavg_end"] = loadavg()
     result = {
         "machine": info,
         "config": {"repeats": repeats, "batch": batch, "quick": args.quick},
@@ -113,9 +93,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['function']:<12} ch={r['channels']}  {r['patches_per_s']:8.1f} patches/s"
               f"  {r['ms_per_patch']:6.2f} ms")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 
