@@ -24,7 +24,8 @@ def parse_activation(name):
         except (IndexError, ValueError):
             factor = 0
         if factor < 2:
-            raise ValueError(f"activation_func {name!r}: maxout needs a factor > 1, e.g. 'maxout 2'")
+            raise ValueError(
+                f"activation_func {name!r}: maxout needs a factor > 1, e.g. 'maxout 2'")
         return "maxout", factor
     if name not in ACTIVATIONS:
         raise ValueError(f"activation_func must be one of {ACTIVATIONS}, got {name!r}")

@@ -31,7 +31,7 @@ def getOutputShape(insh, fsh, pool, mfp, r=1):
 
 
 def getProbShape(output_shape, mfp_strides):
-    """Class probability shape ``(bs, ch, z, x, y)``; dense ``(1, ch, z*sz, x*sx, y*sy)`` with MFP."""
+    """Class probability shape ``(bs, ch, z, x, y)``; ``(1, ch, z*sz, x*sx, y*sy)`` with MFP."""
     bs, z, ch, x, y = output_shape
     if mfp_strides is None:
         return (bs, ch, z, x, y)
@@ -107,7 +107,8 @@ class AffinityLayer3d:
         act, _ = parse_activation(activation_func)
         if W is None:
             W = np.concatenate(
-                [initWeights(filter_shape, "glorot", "normal", pool=pool, rng=rng) for _ in range(3)])
+                [initWeights(filter_shape, "glorot", "normal", pool=pool, rng=rng)
+                 for _ in range(3)])
         if b is None:
             volume = int(filter_shape[1] * filter_shape[3] * filter_shape[4])
             b = np.tile(bias_init(act, n, volume, rng), 3)

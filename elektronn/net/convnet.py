@@ -29,10 +29,8 @@ TARGETS = ("nll", "nll_weak", "regression", "affinity", "malis", "nll_mutiple_bi
 
 def _printOps(n):
     """Format a count of operations like ELEKTRONN 1.0 (``'Computational Cost: 1.2 Giga Ops'``)."""
-    for factor, unit in ((1e12, "Tera Ops"), (1e9, "Giga Ops"), (1e6, "Mega Ops"),
-                         (1e3, "kilo Ops")):
-        if n >= factor:
-            break
+    scales = ((1e12, "Tera Ops"), (1e9, "Giga Ops"), (1e6, "Mega Ops"), (1e3, "kilo Ops"))
+    factor, unit = next((s for s in scales if n >= s[0]), scales[-1])
     return f"Computational Cost: {n / factor:.1f} {unit}"
 
 
@@ -170,7 +168,7 @@ class MixedConvNN:
         use_fragment_pooling : bool
             Max-fragment pooling: the net computes all pooling phases at once (batch size 1).
         reshape : bool
-            Reshape ``class_probabilities`` to ``(bs, classes, x, y[, z])`` (set for the last layer).
+            Reshape ``class_probabilities`` to ``(bs, classes, x, y[, z])`` (for the last layer).
         is_last_layer : bool
             Sets ``reshape``, no dropout, and MFP if an earlier layer used MFP.
         layer_input_shape, layer_input : optional
@@ -385,7 +383,8 @@ class MixedConvNN:
             self.get_error = CheckedFunction(lambda: compile_function(
                 inputs, [self._loss, pt.sqrt(self._loss), last.output], rng_updates=upd), args)
             self.prediction = CheckedFunction(
-                lambda: compile_function([self._x], [last.output], rng_updates=upd), args[:1], single=True)
+                lambda: compile_function([self._x], [last.output], rng_updates=upd), args[:1],
+                single=True)
         else:
             err = last.errors_no_tn(self._y) if target == "nll_mutiple_binary" else \
                 last.errors(self._y)
@@ -721,7 +720,7 @@ class MixedConvNN:
         logger.info("loading complete (%i layers)", n)
 
     def _fitted(self, path, layer, k, value, target, strict):
-        """``value`` as float32 of shape ``target``: adapted, ``None`` if impossible, or an error."""
+        """``value`` as float32 of shape ``target`` (adapted), ``None`` if impossible, or raise."""
         if value.shape == target:
             return np.asarray(value, np.float32)
         if strict:

@@ -17,7 +17,6 @@ import numpy as np
 from elektronn.net import paramfile
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
-
 from elektronn.training.config import master_defaults
 
 __all__ = ["CONFIG_DEFAULTS", "createNet", "createNetfromParams"]

@@ -15,7 +15,7 @@ from pytensor.graph.op import Op
 
 from elektronn.ops import reference
 from elektronn.ops._common import as_float32, check_ndim
-from elektronn.ops.pool import _PoolingGrad, _pooled_type, check_pool_args
+from elektronn.ops.pool import _pooled_type, _PoolingGrad, check_pool_args
 
 __all__ = [
     "MaxFragmentPool",

@@ -188,7 +188,8 @@ def fragments_to_dense(frags, offsets, strides):
     order = [nd, nd + 1]
     for d in range(nd):
         order += [nd + 2 + d, d]
-    return t.transpose(order).reshape((bs, frags.shape[1]) + tuple(a * s for a, s in zip(sp, strides)))
+    dense = tuple(a * s for a, s in zip(sp, strides))
+    return t.transpose(order).reshape((bs, frags.shape[1]) + dense)
 
 
 def dense_to_fragments(dense, offsets, strides):

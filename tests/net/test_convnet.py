@@ -288,7 +288,8 @@ def test_clear_errors(rng):
     with pytest.raises(ValueError, match="pooling by 2 needs a conv output divisible by 2"):
         cnn.addConvLayer(2, 2, pool_shape=2)
     cnn.addConvLayer(2, 3, pool_shape=2)
-    with pytest.raises(ValueError, match=r"W has shape \(2, 1, 3, 3\), the layer needs \(3, 2, 3, 3\)"):
+    msg = r"W has shape \(2, 1, 3, 3\), the layer needs \(3, 2, 3, 3\)"
+    with pytest.raises(ValueError, match=msg):
         cnn.addConvLayer(3, 3, pool_shape=2, W=np.zeros((2, 1, 3, 3), np.float32))
     cnn.addPerceptronLayer(3)
     with pytest.raises(ValueError, match="cannot follow a perceptron"):

@@ -1,10 +1,10 @@
 """Tests of elektronn.net.netutils against the numbers of ELEKTRONN 1.0 (spec 2.4, 2.8, App. B)."""
 
 import ast
-import subprocess
-import sys
 import doctest
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np

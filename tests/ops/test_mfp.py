@@ -40,7 +40,8 @@ def test_fragment_offsets_worked_example():
 
 @pytest.mark.parametrize("mode", ["max", "maxabs"])
 @pytest.mark.parametrize(
-    "shape, ws", [((1, 2, 7, 9), (2, 2)), ((2, 3, 5, 8, 7), (3, 1, 2)), ((1, 1, 3, 11, 5), (1, 3, 3))]
+    "shape, ws",
+    [((1, 2, 7, 9), (2, 2)), ((2, 3, 5, 8, 7), (3, 1, 2)), ((1, 1, 3, 11, 5), (1, 3, 3))],
 )
 def test_mfp_then_dense_equals_sliding_pool(rng, mode, shape, ws):
     x = rng.standard_normal(shape).astype(np.float32)
@@ -55,7 +56,8 @@ def test_mfp_then_dense_equals_sliding_pool(rng, mode, shape, ws):
     np.testing.assert_array_equal(de, sliding_pool(x, ws, mode))
     # fragment f of example b sits at batch index f * bs + b and holds phase offs[f]
     for i, o in enumerate(offs):
-        sl = (slice(None), slice(None)) + tuple(slice(int(a), None, int(s)) for a, s in zip(o, strides))
+        sl = (slice(None), slice(None)) + tuple(
+            slice(int(a), None, int(s)) for a, s in zip(o, strides))
         np.testing.assert_array_equal(fr[i * bs:(i + 1) * bs], de[sl])
 
 
@@ -107,9 +109,11 @@ def test_mfp_errors():
     with pytest.raises(ValueError, match="offsets must list each phase"):
         ops.FragmentsToDense([[0, 0], [0, 1]], (2, 2))
     with pytest.raises(ValueError, match="not a multiple of 4 fragments"):
-        ops.fragments_to_dense(pt.tensor("x", shape=(3, 1, 2, 2)), *ops.fragment_offsets(None, None, (2, 2)))
+        ops.fragments_to_dense(pt.tensor("x", shape=(3, 1, 2, 2)),
+                               *ops.fragment_offsets(None, None, (2, 2)))
     with pytest.raises(ValueError, match="offsets must have shape"):
         ops.fragment_offsets([[0, 0, 0]], [1, 1], (2, 2))
-    f = pytensor.function([v := pt.tensor4("v")], ops.max_fragment_pool(v, (3, 1)), mode=backend.get_mode())
+    v = pt.tensor4("v")
+    f = pytensor.function([v], ops.max_fragment_pool(v, (3, 1)), mode=backend.get_mode())
     with pytest.raises(ValueError, match="k\\*3\\+2"):
         f(np.zeros((1, 1, 6, 3), np.float32))
