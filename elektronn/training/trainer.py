@@ -287,7 +287,8 @@ class Trainer:
             Means over chunks of ``batch_size`` (weighted by chunk size); ``(nan, nan)`` for
             ``'valid'`` without validation data.
         """
-        if source == "valid" and not len(getattr(self.data, "valid_d", ()) or ()):
+        valid = getattr(self.data, "valid_d", None)
+        if source == "valid" and (valid is None or len(valid) == 0):
             return np.nan, np.nan
         batch = list(self._getbatch(self.get_batch_kwargs_test, source))
         noise = [lay.activation_noise for lay in self.cnn.layers

@@ -240,3 +240,25 @@ def test_plot_info_from_files(tmp_path):
     for name in ("m.timeline.png", "m.history.png", "m.Errors.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert trainutils.loadHist("m", tmp_path)["errors"] == errors
+
+
+@pytest.mark.slow
+def test_cli_mnist_mlp_config(tmp_path):
+    """The MLP example config (non-image data class) trains with the CLI on a tiny MNIST file."""
+    import gzip
+    import pickle
+
+    rng = np.random.default_rng(0)
+    splits = tuple((rng.random((n, 784), dtype=np.float32), np.arange(n) % 10)
+                   for n in (200, 60, 60))
+    mnist = tmp_path / "mnist.pkl.gz"
+    mnist.write_bytes(gzip.compress(pickle.dumps(splits, protocol=2)))
+    out = tmp_path / "out"
+    kwargs = {"path": str(mnist), "convert2image": False, "warp_on": True, "shift_augment": True}
+    code = main([str(EXAMPLE_CONFIG_DIR / "MNIST_MLP_config.py"), "--steps", "30",
+                 "--set", f"save_path={str(out) + '/'!r}", "--set", f"data_load_kwargs={kwargs!r}",
+                 "--set", "monitor_batch_size=50", "--set", "history_freq=[10]",
+                 "--set", "background_processes=1"])
+    assert code == 0
+    assert (out / "MNIST_MLP_example_end.param").exists()
+    assert (out / "MNIST_MLP_example.history.png").exists()
