@@ -7,6 +7,7 @@ compiler is available, or ``ELEKTRONN_KERNELS=numpy`` is set, the numpy referenc
 """
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -90,12 +91,18 @@ def kernel_library():
     return _lib or None
 
 
+@functools.lru_cache(maxsize=256)
 def _grid(spatial, kshape):
-    """Flattened-grid geometry: tap offsets, plane size and the number of computed positions."""
+    """Flattened-grid geometry: tap offsets, plane size and the number of computed positions.
+
+    Cached per shape (a training step asks for the same few geometries every time); the
+    returned offset array must not be modified.
+    """
     strides = [int(np.prod(spatial[d + 1 :])) for d in range(len(spatial))]
     offs = np.array(
         [sum(i * s for i, s in zip(k, strides)) for k in np.ndindex(*kshape)], dtype=np.int64
     )
+    offs.flags.writeable = False
     plane = int(np.prod(spatial))
     return offs, plane, plane - int(offs[-1])
 
@@ -135,7 +142,7 @@ def corr(x, w):
     oc, ksh = w.shape[0], w.shape[2:]
     merged = bs > 1 and np.prod(sp) < _SMALL_PLANE
     xk = _merge_batch(x) if merged else x
-    offs, plane, n = _grid(sp, ksh)
+    offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in ksh))
     if merged:
         plane *= bs
         n = plane - int(offs[-1])
@@ -157,7 +164,7 @@ def corr_weights(x, g, kshape):
     oc = g.shape[1]
     gfull = np.zeros((bs, oc) + sp, dtype=np.float32)
     gfull[(slice(None), slice(None)) + _valid(sp, kshape)] = g
-    offs, plane, n = _grid(sp, kshape)
+    offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in kshape))
     if bs > 1 and np.prod(sp) < _SMALL_PLANE:
         x, gfull = _merge_batch(x), _merge_batch(gfull)
         plane *= bs

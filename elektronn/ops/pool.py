@@ -1,5 +1,6 @@
 """Non-overlapping max / maxabs pooling of the trailing axes, its gradient, and maxout."""
 
+import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
@@ -109,7 +110,7 @@ class _PoolingGrad(Op):
         return Apply(self, [x, y, g], [x.type()])
 
     def perform(self, node, inputs, output_storage):
-        output_storage[0][0] = type(self).numpy_grad(*inputs, self.ws).astype("float32")
+        output_storage[0][0] = np.asarray(type(self).numpy_grad(*inputs, self.ws), np.float32)
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]

@@ -117,8 +117,8 @@ def pool_grad(x, y, g, ws):
     nd = len(ws)
     lead = x.ndim - nd
     window = (slice(None),) * lead + sum(((slice(None), None) for _ in ws), ())
-    blocked = _blocked(x, ws)
-    return ((blocked == y[window]) * g[window]).reshape(x.shape)
+    mask = _blocked(x, ws) == y[window]
+    return np.multiply(mask, g[window], dtype=np.float32).reshape(x.shape)
 
 
 def pool_phases(ws):
