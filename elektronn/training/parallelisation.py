@@ -53,9 +53,7 @@ def _worker(target, args, kwargs, out, stop, seed):
             except queue.Full:
                 continue
         if item[0] == "error":
-            return  # exit normally: the error report is flushed to the parent
-    # stopped: do not wait at exit for batches nobody will read (the pipe may be full)
-    out.cancel_join_thread()
+            return
 
 
 class BackgroundProc:
