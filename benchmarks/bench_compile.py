@@ -27,11 +27,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import compile_env, run_worker  # noqa: E402
 
 GRAPHS = ("a", "b")
 MODES = ("c", "numba")
@@ -122,26 +124,8 @@ def worker(graph, mode):
 
 def run_case(graph, mode, compiledir, timeout):
     """Run :func:`worker` in a subprocess using ``compiledir``; return its record."""
-    env = dict(os.environ, ELEKTRONN_COMPILEDIR=str(compiledir))
-    flags = [
-        f
-        for f in env.get("PYTENSOR_FLAGS", "").split(",")
-        if f and not f.startswith(("base_compiledir=", "compiledir="))
-    ]
-    env["PYTENSOR_FLAGS"] = ",".join(flags + [f"base_compiledir={compiledir}"])
-    env.pop("ELEKTRONN_MODE", None)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", graph, mode]
-    record = {"loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(record, status="timeout", process_s=time.perf_counter() - t0, timeout_s=timeout)
-    record["process_s"] = time.perf_counter() - t0
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return dict(record, status="error", returncode=proc.returncode, stderr=proc.stderr[-2000:])
-    return dict(record, status="ok", **json.loads(lines[-1]))
+    return run_worker([os.path.abspath(__file__), "--worker", graph, mode],
+                      env=compile_env(compiledir), timeout=timeout)
 
 
 def run_cold_warm(graph, mode, timeout):

@@ -46,21 +46,19 @@ class RandomStreams:
         (child,) = self._seeds.spawn(1)
         return pytensor.shared(np.random.default_rng(child), name="rng")
 
-    def uniform(self, shape):
-        """Symbolic float32 ``U(0, 1)`` of the given (static) shape."""
+    def _draw(self, distribution, shape):
         rng = self._rng()
-        next_rng, draw = pt.random.uniform(size=shape, rng=rng, dtype="float32",
-                                           return_next_rng=True)
+        next_rng, draw = distribution(size=shape, rng=rng, dtype="float32", return_next_rng=True)
         self.updates[rng] = next_rng
         return draw
 
+    def uniform(self, shape):
+        """Symbolic float32 ``U(0, 1)`` of the given (static) shape."""
+        return self._draw(pt.random.uniform, shape)
+
     def normal(self, shape):
         """Symbolic float32 ``N(0, 1)`` of the given shape (symbolic shapes allowed)."""
-        rng = self._rng()
-        next_rng, draw = pt.random.normal(size=shape, rng=rng, dtype="float32",
-                                          return_next_rng=True)
-        self.updates[rng] = next_rng
-        return draw
+        return self._draw(pt.random.normal, shape)
 
 
 def compile_function(inputs, outputs, updates=(), rng_updates=None, name=None):
