@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import compile_env, run_worker  # noqa: E402
 
 GRAPHS = ("a", "b")
-MODES = ("c", "numba")
+MODES = ("numpy", "c", "numba")
 POOL = (2, 2, 2)
 
 

@@ -8,7 +8,7 @@ written into the source tree.
 import os
 import sys
 
-# Importing elektronn configures PyTensor (float32, C linker, compile dir) and nothing else;
+# Importing elektronn configures PyTensor (float32, compile dir) and nothing else;
 # no graph is compiled by autodoc.  A checkout that is not installed still builds its docs.
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 os.environ.setdefault("MPLBACKEND", "Agg")  # introspection picks a backend on import

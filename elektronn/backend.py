@@ -10,9 +10,15 @@ Importing :mod:`elektronn` configures PyTensor for this library:
 
 Modes
 -----
-``"c"`` (default)
-    PyTensor's C linker (``cvm``).  Graphs compile in about a second and are cached on disk;
-    elektronn's convolution kernels are compiled C with OpenMP.
+``"numpy"`` (default)
+    PyTensor's graph rewrites, then every node runs as Python/numpy (elementwise nodes as single
+    numpy ufuncs, matrix products through numpy's BLAS) and elektronn's convolution, pooling
+    and MFP kernels as compiled C with OpenMP.  Nothing is compiled per graph: a new net is
+    ready in about 1.5 s (3.5 s the very first time on a machine, when the kernels are built).
+``"c"``
+    PyTensor's C linker (``cvm``): fused elementwise loops compiled to C.  The first use of
+    each new node kind compiles a C module (45 for the MNIST example net, ~45 s with an empty
+    cache, cached on disk); steps were no faster than ``"numpy"`` in our benchmarks.
 ``"numba"``
     PyTensor's numba linker.  elektronn's Ops run there in numba's object mode, and the first
     call of graphs with many slices (pooling, MFP) JIT-compiles for minutes.
@@ -20,17 +26,18 @@ Modes
     PyTensor's JAX linker (XLA); use it to run on a GPU when ``jax`` has one
     (``pip install elektronn[jax]`` plus a CUDA build of jaxlib).
 ``"py"``
-    Pure Python/numpy thunks (for debugging: no compilation at all).
+    PyTensor's ``FAST_COMPILE`` (few rewrites, Python thunks; for debugging).
 
 Choose with ``elektronn.backend.set_mode("jax")`` before compiling a net, or with the
 environment variable ``ELEKTRONN_MODE``.
 
-Measured on a 2-core machine (``benchmarks/bench_compile.py``): a 3-D pooling/MFP graph
-(forward and gradient) was ready for its first call after about 1 s with the C linker when
-the compile cache was warm (10-20 s with an empty cache) against 2-6 minutes with the numba
-linker, which is why ``"c"`` is the default.
+Measured on a 2-core machine (``python benchmarks/run_all.py``, fresh processes): the MNIST
+example net (batch 4) was built, compiled and had taken its first SGD step after 3.5 s with an
+empty cache and 1.5 s with a warm one in ``"numpy"`` mode, against 45 s and ~2 s with the C
+linker; a training step of batch 64 took 19 ms (``"c"``: 43 ms) on the loaded machine.
 """
 
+import functools
 import logging
 import os
 
@@ -38,7 +45,7 @@ __all__ = ["MODES", "get_mode", "set_mode", "mode_name", "floatX"]
 
 logger = logging.getLogger("elektronn")
 
-MODES = ("c", "numba", "jax", "py")
+MODES = ("numpy", "c", "numba", "jax", "py")
 floatX = "float32"
 
 import pytensor  # noqa: E402
@@ -55,7 +62,7 @@ def set_mode(name):
 
     Parameters
     ----------
-    name : {"c", "numba", "jax", "py"}
+    name : {"numpy", "c", "numba", "jax", "py"}
         See the module docstring.  Functions that are already compiled keep their mode.
     """
     global _mode_name
@@ -71,7 +78,7 @@ def set_mode(name):
 def mode_name():
     """Return the name of the current mode (see :data:`MODES`)."""
     if _mode_name is None:
-        set_mode(os.environ.get("ELEKTRONN_MODE", "c"))
+        set_mode(os.environ.get("ELEKTRONN_MODE", "numpy"))
     return _mode_name
 
 
@@ -84,9 +91,50 @@ def get_mode(name=None):
         raise ValueError(f"mode must be one of {MODES}, got {name!r}")
     if name == "jax":
         from elektronn.ops import jax_dispatch  # noqa: F401
+    if name == "numpy":
+        return _numpy_mode()
     return {
         "c": lambda: _pt_get_mode("CVM"),
         "numba": lambda: _pt_get_mode("NUMBA"),
         "jax": lambda: _pt_get_mode("JAX"),
         "py": lambda: _pt_get_mode("FAST_COMPILE"),
-    }[name]()
+    }[name]().excluding(*_EXCLUDED)
+
+
+_EXCLUDED = ("symbolic_op_recognition",)
+"""Rewrites no elektronn mode uses: PyTensor 3 turns ``exp(x) / sum(exp(x))`` into a
+``Softmax`` ``OpFromGraph`` whose inner graph is compiled with PyTensor's default (numba)
+linker on its first call, which cost ~16 s of a cold compile; the plain graph fuses instead."""
+
+
+@functools.cache
+def _numpy_mode():
+    """The ``"numpy"`` mode: every rewrite of ``fast_run`` except Elemwise fusion, Python thunks.
+
+    Each elementwise node then runs as one numpy ufunc (a fused ``Composite`` or a variadic
+    ``add``/``mul`` would fall back to a Python-level ``np.frompyfunc`` loop, so variadic sums
+    and products are split into binary ones), and in-place elementwise rewrites are skipped
+    (numpy would compute into a new array and copy it back).
+    """
+    from pytensor.compile.mode import Mode
+    from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+    from pytensor.link.vm import VMLinker
+    from pytensor.scalar import Add, Mul
+    from pytensor.tensor.elemwise import Elemwise
+
+    @node_rewriter([Elemwise])
+    def split_variadic_add_mul(fgraph, node):
+        if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2:
+            return None
+        binary = Elemwise(type(node.op.scalar_op)(node.op.scalar_op.output_types_preference))
+        out = node.inputs[0]
+        for term in node.inputs[1:]:
+            out = binary(out, term)
+        if out.type != node.outputs[0].type:
+            return None
+        return [out]
+
+    linker = VMLinker(use_cloop=False, c_thunks=False)
+    mode = Mode(linker=linker, optimizer="fast_run").excluding(
+        *_EXCLUDED, "fusion", "inplace_elemwise_optimizer")
+    return mode.register((dfs_rewriter(split_variadic_add_mul), 49.5))

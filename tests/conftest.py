@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
-import elektronn  # noqa: F401  (configures PyTensor: float32, C linker)
+import elektronn  # noqa: F401  (configures PyTensor: float32, compile dir)
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ def as_param(value, name):
 def softmax(x, axis=1):
     """Numerically stable softmax over ``axis`` from elementwise Ops.
 
-    (PyTensor 3.0's ``special.softmax`` is an ``OpFromGraph`` that runs its inner graph through
-    Python under the C linker and compiles it on the first call; this fuses into C loops.)
+    (PyTensor 3.0's ``special.softmax`` is an ``OpFromGraph`` whose inner graph is compiled with
+    PyTensor's default linker on its first call; :mod:`elektronn.backend` also switches off the
+    rewrite that would turn this graph into one.)
     """
     e = pt.exp(x - pt.max(x, axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)

@@ -15,6 +15,7 @@ import tracemalloc
 
 import numpy as np
 
+from elektronn import backend
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
 
@@ -330,7 +331,7 @@ def _parser():
                    help="largest input size, an int or one per axis (default 512 for 2-D, "
                         "32,192,192 for 3-D)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per size (default 3)")
-    p.add_argument("--mode", choices=("c", "numba", "jax", "py"), default=None,
+    p.add_argument("--mode", choices=backend.MODES, default=None,
                    help="compilation mode (see elektronn.backend)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
     return p

@@ -65,12 +65,20 @@ def test_parameter_roundtrip(case, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_two_sgd_steps_n2d():
-    """Two SGD steps of the 2-D net reproduce ELEKTRONN 1.0 (losses, then probabilities)."""
-    param_file, inp, ref = load_case("n2d_clf")
-    cnn = BUILDERS["n2d_clf"]()
+# Learning rate of each case's recorded SGD steps.  The README of the golden files says 0.01 for
+# both, but n3d's reference was recorded with 0.05: rerunning ELEKTRONN 1.0.14 under Theano 0.9.0
+# (Python 2.7, CPU, float32) gives bit-identical n3d results at LR 0.05 and our LR-0.01 numbers at
+# LR 0.01 (its gradients agree with ours to ~2e-7); n2d_clf matches bit-exactly at LR 0.01.
+GOLDEN_SGD_LR = {"n2d_clf": 0.01, "n3d": 0.05}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_two_sgd_steps(name):
+    """Two SGD steps reproduce ELEKTRONN 1.0 (losses, then probabilities and loss)."""
+    param_file, inp, ref = load_case(name)
+    cnn = BUILDERS[name]()
     cnn.loadParameters(str(param_file))
-    cnn.setOptimizerParams(SGD={"LR": 0.01, "momentum": 0.9}, weight_decay=0.0)
+    cnn.setOptimizerParams(SGD={"LR": GOLDEN_SGD_LR[name], "momentum": 0.9}, weight_decay=0.0)
     for k in (1, 2):
         loss, inst, _ = cnn.trainingStep(inp["x"], inp["y"], mode="SGD")
         assert rel_err(loss, ref[f"sgd_step{k}.loss"]) < 1e-3
@@ -78,17 +86,4 @@ def test_two_sgd_steps_n2d():
     assert rel_err(cnn.class_probabilities(inp["x"]), ref["probs2.value"]) < 1e-3
     loss, inst = cnn.get_loss(inp["x"], inp["y"])
     assert rel_err(loss, ref["loss2.loss"]) < 1e-3
-
-
-def test_first_sgd_step_loss_n3d():
-    """The 3-D net's first step returns the recorded pre-update loss.
-
-    The recorded state after the first update differs (see the issue note: our gradients agree
-    with finite differences of the same loss), so only the first step is compared.
-    """
-    param_file, inp, ref = load_case("n3d")
-    cnn = BUILDERS["n3d"]()
-    cnn.loadParameters(str(param_file))
-    cnn.setOptimizerParams(SGD={"LR": 0.01, "momentum": 0.9}, weight_decay=0.0)
-    loss, inst, _ = cnn.trainingStep(inp["x"], inp["y"], mode="SGD")
-    assert rel_err(loss, ref["sgd_step1.loss"]) < 1e-4
+    assert rel_err(inst, ref["loss2.loss_instance"]) < 1e-3

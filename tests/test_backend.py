@@ -1,0 +1,83 @@
+"""elektronn.backend: the modes, and what the default "numpy" mode does to a graph."""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.compile.builders import OpFromGraph
+from pytensor.scalar import Add, Composite, Mul
+from pytensor.tensor.elemwise import Elemwise
+
+from elektronn import backend
+from elektronn.net._graph import softmax
+
+
+def compiled_nodes(inputs, outputs, mode):
+    f = pytensor.function(inputs, outputs, mode=backend.get_mode(mode))
+    return f, f.maker.fgraph.toposort()
+
+
+def test_default_mode_is_numpy(monkeypatch):
+    monkeypatch.delenv("ELEKTRONN_MODE", raising=False)
+    monkeypatch.setattr(backend, "_mode_name", None)
+    assert backend.mode_name() == "numpy"
+    assert backend.MODES[0] == "numpy"
+
+
+def test_environment_selects_mode(monkeypatch):
+    monkeypatch.setenv("ELEKTRONN_MODE", "PY")
+    monkeypatch.setattr(backend, "_mode_name", None)
+    assert backend.mode_name() == "py"
+
+
+@pytest.mark.parametrize("bad", ["cuda", "", "NUMPYY"])
+def test_unknown_mode_is_named(bad):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        backend.set_mode(bad)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        backend.get_mode(bad)
+
+
+def test_numpy_mode_runs_one_ufunc_per_elementwise_node():
+    """No fused Composite and no variadic add/mul: those would run through np.frompyfunc."""
+    x, y, z = (pt.matrix(n, dtype="float32") for n in "xyz")
+    out = pt.tanh(x * y * z + x + y + z) * 2 - pt.exp(x)
+    f, nodes = compiled_nodes([x, y, z], out, "numpy")
+    elemwise = [n for n in nodes if isinstance(n.op, Elemwise)]
+    assert elemwise
+    for node in elemwise:
+        assert not isinstance(node.op.scalar_op, Composite)
+        if isinstance(node.op.scalar_op, Add | Mul):
+            assert len(node.inputs) == 2
+        assert node.op.nfunc_spec is not None, node
+    vals = [np.random.default_rng(i).normal(size=(3, 4)).astype(np.float32) for i in range(3)]
+    a, b, c = vals
+    np.testing.assert_allclose(f(*vals), np.tanh(a * b * c + a + b + c) * 2 - np.exp(a),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["numpy", "c", "py"])
+def test_softmax_stays_a_plain_graph(mode):
+    """PyTensor 3 would turn it into a Softmax OpFromGraph compiled with numba on first call."""
+    x = pt.matrix("x", dtype="float32")
+    f, nodes = compiled_nodes([x], softmax(x, axis=1), mode)
+    assert not any(isinstance(n.op, OpFromGraph) for n in nodes)
+    v = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    e = np.exp(v - v.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(f(v), e / e.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_numpy_and_c_modes_agree_on_a_net_gradient():
+    from elektronn import ops
+
+    rng = np.random.default_rng(1)
+    x = pt.tensor("x", dtype="float32", shape=(2, 2, 10, 10))
+    w = pytensor.shared(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "w")
+    h = pt.maximum(ops.conv(x, w), 0)
+    loss = (ops.pool(h, (2, 2)) ** 2).mean() * 0.5 + (h * h * h).mean()
+    outputs = [loss, pytensor.grad(loss, w)]
+    xv = rng.normal(size=(2, 2, 10, 10)).astype(np.float32)
+    got = {m: pytensor.function([x], outputs, mode=backend.get_mode(m))(xv)
+           for m in ("numpy", "c")}
+    for a, b in zip(got["numpy"], got["c"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
