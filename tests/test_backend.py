@@ -81,3 +81,23 @@ def test_numpy_and_c_modes_agree_on_a_net_gradient():
            for m in ("numpy", "c")}
     for a, b in zip(got["numpy"], got["c"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_freed_memory_respects_the_environment(monkeypatch):
+    monkeypatch.setenv("ELEKTRONN_KEEP_MEMORY", "0")
+    assert backend.keep_freed_memory() is False
+    monkeypatch.delenv("ELEKTRONN_KEEP_MEMORY")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert backend.keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert backend.keep_freed_memory() is False
+
+
+def test_keep_freed_memory_applies_on_glibc(monkeypatch):
+    import platform
+
+    for name in ("ELEKTRONN_KEEP_MEMORY", "GLIBC_TUNABLES", *backend._USER_MALLOC_VARS):
+        monkeypatch.delenv(name, raising=False)
+    expected = platform.libc_ver()[0] == "glibc"
+    assert backend.keep_freed_memory() is expected

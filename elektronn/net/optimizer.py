@@ -291,11 +291,17 @@ def cg_step_updates(grads, last_grads, directions):
 
 
 def all_finite(loss, grads):
-    """Return a boolean scalar: the loss and every gradient entry are finite."""
-    finite = pt.isfinite(loss)
+    """Return a boolean scalar: the loss and every gradient entry are finite.
+
+    NaN and inf survive summation (``inf - inf`` is NaN) and a float64 sum of float32 values
+    cannot overflow, so the sum of the loss and of every gradient's float64 sum is finite
+    exactly when all of them are: one reduction per gradient instead of four elementwise
+    passes.
+    """
+    total = pt.cast(loss, "float64")
     for grad in grads:
-        finite = pt.and_(finite, pt.all(pt.isfinite(grad)))
-    return finite
+        total = total + pt.sum(grad, dtype="float64")
+    return pt.isfinite(total)
 
 
 def guard_updates(updates, condition):

@@ -20,6 +20,7 @@ from elektronn.net import optimizer as opt_mod
 from elektronn.net.optimizer import (
     NonFiniteLossError,
     NonFiniteLossWarning,
+    all_finite,
     compileAdam,
     compileCG,
     compileLBFGS,
@@ -724,3 +725,18 @@ def test_model_random_streams_advance(rng, cls):
     assert model.get_loss(g, DUMMY_Y)[0] != model.get_loss(g, DUMMY_Y)[0]
     if cls is compileSGD:
         assert opt(g, DUMMY_Y)[0] != opt(g, DUMMY_Y)[0]
+
+
+@pytest.mark.parametrize("loss, grads, expected", [
+    (1.0, [[3e38, 3e38, 3e38], [-3e38, 1.0]], True),  # float32 extremes do not overflow
+    (1.0, [[1.0, np.nan], [0.0]], False),
+    (1.0, [[np.inf], [-np.inf]], False),  # opposite infinities in different gradients
+    (1.0, [[0.0], [np.inf, -np.inf]], False),
+    (np.inf, [[0.0], [0.0]], False),
+    (np.nan, [[0.0], [0.0]], False),
+])
+def test_all_finite(loss, grads, expected):
+    loss_v = pt.scalar("loss", dtype="float32")
+    grad_vs = [pt.vector(f"g{i}", dtype="float32") for i in range(len(grads))]
+    f = pytensor.function([loss_v, *grad_vs], all_finite(loss_v, grad_vs))
+    assert bool(f(np.float32(loss), *[np.asarray(g, np.float32) for g in grads])) is expected
