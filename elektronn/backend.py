@@ -72,10 +72,10 @@ def keep_freed_memory():
     training step of the MNIST example net (batch 64) took 21 ms instead of 8 ms.  Arrays up to
     32 MB now come from the heap, and up to 1 GB of freed heap stays mapped for reuse.
 
-    Called by ``import elektronn``.  Skipped when the environment already sets these glibc
-    malloc thresholds (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
-    ``MALLOC_MMAP_MAX_`` or a ``malloc`` entry in ``GLIBC_TUNABLES``), when
-    ``ELEKTRONN_KEEP_MEMORY=0``, and on other C libraries.
+    Applied when this module is imported (by anything that builds graphs).  Skipped when the
+    environment already sets these glibc malloc thresholds (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_MAX_`` or a ``malloc`` entry in
+    ``GLIBC_TUNABLES``), when ``ELEKTRONN_KEEP_MEMORY=0``, and on other C libraries.
 
     Returns
     -------
