@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import elektronn  # noqa: F401  (configures PyTensor: float32, compile dir)
+from elektronn.ops import _kernels
 
 
 @pytest.fixture
@@ -18,3 +19,12 @@ def distinct(rng, shape, spacing=0.05):
     """Random float32 values at least ``spacing`` apart, so max pooling has no near-ties."""
     n = int(np.prod(shape))
     return ((rng.permutation(n) - n / 2) * spacing).reshape(shape).astype(np.float32)
+
+
+@pytest.fixture
+def c_kernels():
+    """The compiled C kernel library; skips the test where it is unavailable."""
+    lib = _kernels.kernel_library()
+    if lib is None:
+        pytest.skip("C kernels unavailable")
+    return lib

@@ -2,9 +2,9 @@
 
 Layout convention: ``(batch, channels, *spatial)``; pooling and MFP act on the trailing axes.
 Every Op validates its inputs (``ValueError`` naming the argument), infers shapes, has a
-gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  The convolutions run on
-compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch`` registers
-JAX implementations of every Op for PyTensor's JAX mode (GPU).
+gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  Convolution, pooling and
+MFP run on compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch``
+registers JAX implementations of every Op for PyTensor's JAX mode (GPU).
 """
 
 from elektronn import backend  # noqa: F401  (configures PyTensor before any Op is built)

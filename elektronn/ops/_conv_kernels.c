@@ -29,6 +29,11 @@
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
 
+/* Positions per register block of corr_fwd, and per vector (corr_gradw): the Python side
+ * uses them to choose how to lay out small planes. */
+int corr_block(void) { return PB; }
+int corr_vector(void) { return VW; }
+
 static inline vf loadu(const float *p) { return *(const vfu *)p; }
 static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
 

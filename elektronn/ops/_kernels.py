@@ -1,15 +1,17 @@
-"""Fast CPU convolution kernels: compiled C (``_conv_kernels.c``) called through ctypes.
+"""Fast CPU kernels: compiled C called through ctypes.
 
-The C source is compiled once per machine with the system C compiler (``-O3 -march=native
--fopenmp``) into PyTensor's compile directory and reused by every later process.  When no
-compiler is available, or ``ELEKTRONN_KERNELS=numpy`` is set, the numpy references in
-:mod:`elektronn.ops.reference` are used instead (correct, about ten times slower).
+Convolution (``_conv_kernels.c``) and pooling / max-fragment pooling (``_pool_kernels.c``).
+The C sources are compiled once per machine with the system C compiler (``-O3 -march=native
+-fopenmp``) into one library in PyTensor's compile directory and reused by every later
+process.  When no compiler is available, or ``ELEKTRONN_KERNELS=numpy`` is set, the numpy
+references in :mod:`elektronn.ops.reference` are used instead (correct, several times slower).
 """
 
 import ctypes
 import functools
 import hashlib
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -20,11 +22,11 @@ import numpy as np
 
 from elektronn.ops import reference
 
-__all__ = ["corr", "corr_weights", "kernel_library"]
+__all__ = ["corr", "corr_weights", "kernel_library", "pool", "pool_grad", "mfp", "mfp_grad"]
 
 logger = logging.getLogger("elektronn")
 
-_SOURCE = Path(__file__).with_name("_conv_kernels.c")
+_SOURCES = [Path(__file__).with_name(name) for name in ("_conv_kernels.c", "_pool_kernels.c")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 _lib = None  # None: not tried yet; False: unavailable
 
@@ -42,17 +44,18 @@ def _cpu_signature():
 def _build(cc):
     import pytensor
 
-    src = _SOURCE.read_bytes()
+    src = b"".join(path.read_bytes() for path in _SOURCES)
     key = hashlib.sha256(src + " ".join([cc] + _FLAGS).encode() + _cpu_signature().encode())
     outdir = Path(pytensor.config.compiledir) / "elektronn"
-    target = outdir / f"conv_kernels_{key.hexdigest()[:16]}.so"
+    target = outdir / f"kernels_{key.hexdigest()[:16]}.so"
     if not target.exists():
         outdir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=outdir)
         os.close(fd)
         try:
             subprocess.run(
-                [cc, *_FLAGS, "-o", tmp, str(_SOURCE)], check=True, capture_output=True, text=True
+                [cc, *_FLAGS, "-o", tmp, *map(str, _SOURCES)],
+                check=True, capture_output=True, text=True,
             )
             os.replace(tmp, target)  # atomic: concurrent processes never see a partial file
         finally:
@@ -68,6 +71,10 @@ def _build(cc):
     for name in ("corr_fwd", "corr_gradw"):
         getattr(lib, name).argtypes = argtypes
         getattr(lib, name).restype = None
+    geometry = [ctypes.POINTER(ctypes.c_long)] * 3  # shape, stride, ws
+    lib.pool_fwd.argtypes = [ctypes.c_void_p] * 2 + geometry + [ctypes.c_int] * 2
+    lib.pool_bwd.argtypes = [ctypes.c_void_p] * 4 + geometry + [ctypes.c_int]
+    lib.pool_fwd.restype = lib.pool_bwd.restype = None
     return lib
 
 
@@ -77,17 +84,17 @@ def kernel_library():
     if _lib is None:
         _lib = False
         if os.environ.get("ELEKTRONN_KERNELS", "c").lower() == "numpy":
-            logger.info("ELEKTRONN_KERNELS=numpy: using the numpy convolution kernels")
+            logger.info("ELEKTRONN_KERNELS=numpy: using the numpy kernels")
             return None
         cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
         if cc is None:
-            logger.warning("no C compiler found: using the slow numpy convolution kernels")
+            logger.warning("no C compiler found: using the slow numpy kernels")
             return None
         try:
             _lib = _build(cc)
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or err
-            logger.warning("compiling the convolution kernels failed (%s); using numpy", detail)
+            logger.warning("compiling the C kernels failed (%s); using numpy", detail)
     return _lib or None
 
 
@@ -115,10 +122,26 @@ def _valid(spatial, kshape):
     return tuple(slice(0, s - k + 1) for s, k in zip(spatial, kshape))
 
 
-# Planes smaller than this are processed as one long plane of all examples side by side, so
-# that the vector blocks of the kernels stay full (the positions between examples are computed
-# and cropped away, like those between rows).
-_SMALL_PLANE = 4096
+def _merged(bs, plane, last_offset, block, shifted_tail):
+    """Whether to process the examples as one long plane (see :func:`_merge_batch`).
+
+    The kernels compute positions in blocks of ``block`` on each example's flattened plane,
+    up to ``plane - last_offset``.  Positions left over after the last full block take scalar
+    code (counted ``block`` times as expensive), unless ``shifted_tail``: then the last block
+    is moved back to end at the row's end, and only rows shorter than a block are scalar.
+    Merging keeps the blocks full on small planes, but computes the positions between
+    examples too (all of them, where a 3-D kernel leaves output slices out), so the smaller
+    amount of work decides.
+    """
+    if bs == 1:
+        return False
+    n = plane - last_offset
+    if shifted_tail and n >= block:
+        separate = bs * -(-n // block) * block
+    else:
+        separate = bs * (n // block + n % block) * block
+    merged = -(-(bs * plane - last_offset) // block) * block
+    return merged < separate
 
 
 def _merge_batch(a):
@@ -140,9 +163,9 @@ def corr(x, w):
     w = np.ascontiguousarray(w, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc, ksh = w.shape[0], w.shape[2:]
-    merged = bs > 1 and np.prod(sp) < _SMALL_PLANE
-    xk = _merge_batch(x) if merged else x
     offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in ksh))
+    merged = _merged(bs, plane, int(offs[-1]), lib.corr_block(), shifted_tail=True)
+    xk = _merge_batch(x) if merged else x
     if merged:
         plane *= bs
         n = plane - int(offs[-1])
@@ -165,7 +188,7 @@ def corr_weights(x, g, kshape):
     gfull = np.zeros((bs, oc) + sp, dtype=np.float32)
     gfull[(slice(None), slice(None)) + _valid(sp, kshape)] = g
     offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in kshape))
-    if bs > 1 and np.prod(sp) < _SMALL_PLANE:
+    if _merged(bs, plane, int(offs[-1]), lib.corr_vector(), shifted_tail=False):
         x, gfull = _merge_batch(x), _merge_batch(gfull)
         plane *= bs
         n = plane - int(offs[-1])
@@ -174,3 +197,101 @@ def corr_weights(x, g, kshape):
     lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), x.shape[0], ic, oc, plane,
                    len(offs), _ptr(offs), n)
     return gw
+
+
+# Pooling: the C kernels see the pooled array as a strided (lead, S0, S1, S2) view, and
+# max-fragment pooling pools every phase-shifted crop of it (see _pool_kernels.c).
+_Long3, _Long4 = ctypes.c_long * 3, ctypes.c_long * 4
+
+
+def _pool_geometry(shape, ws, phases):
+    """Output shape and C arguments of pooling the trailing ``len(ws)`` axes.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the C-contiguous pooled array.
+    ws : tuple of int
+        Pool factors of its trailing axes.
+    phases : bool
+        Max-fragment pooling: pool every phase crop (``s - p + 1`` elements of each axis) and
+        stack the ``prod(ws)`` fragments on axis 0.
+
+    Returns
+    -------
+    out_shape : tuple of int
+        Shape of the pooled result (remainders of non-divisible axes are dropped).
+    args : tuple
+        The ``shape, stride, ws`` arguments of ``pool_fwd`` and ``pool_bwd``.
+    """
+    nd = len(ws)
+    lead, sp = shape[: len(shape) - nd], (1,) * (3 - nd) + tuple(shape[len(shape) - nd :])
+    p = (1,) * (3 - nd) + tuple(ws)
+    out = tuple((s - phases * (k - 1)) // k for s, k in zip(sp, p))
+    stride = _Long3(sp[0] * sp[1] * sp[2], sp[1] * sp[2], sp[2])
+    args = (_Long4(math.prod(lead), *out), stride, _Long3(*p))
+    if phases:
+        lead = (math.prod(ws) * lead[0],) + lead[1:]
+    return lead + out[3 - nd :], args
+
+
+def _pooled_pair(y, g, shape):
+    """``y`` and ``g`` as C-contiguous float32 arrays; raise unless both have ``shape``."""
+    pair = []
+    for name, a in (("output", y), ("gradient", g)):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if a.shape != shape:
+            raise ValueError(f"{name} must have the pooled shape {shape}, got {a.shape}")
+        pair.append(a)
+    return pair
+
+
+def _pool(x, ws, mode, phases):
+    """Pooling (``phases=False``) or max-fragment pooling with the C kernel."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out_shape, args = _pool_geometry(x.shape, ws, phases)
+    y = np.empty(out_shape, dtype=np.float32)
+    kernel_library().pool_fwd(_ptr(x), _ptr(y), *args, mode == "maxabs", phases)
+    return y
+
+
+def _pool_grad(x, y, g, ws, phases):
+    """Gradient of :func:`_pool` with the C kernel."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out_shape, args = _pool_geometry(x.shape, ws, phases)
+    y, g = _pooled_pair(y, g, out_shape)
+    gx = np.zeros(x.shape, dtype=np.float32)
+    kernel_library().pool_bwd(_ptr(x), _ptr(y), _ptr(g), _ptr(gx), *args, phases)
+    return gx
+
+
+def pool(x, ws, mode="max"):
+    """Non-overlapping ``max`` or ``maxabs`` pooling of the trailing axes (float32).
+
+    Same semantics as :func:`elektronn.ops.reference.pool`; axes must be divisible by their
+    factor (checked by the Ops).
+    """
+    if kernel_library() is None:
+        return reference.pool(x, ws, mode)
+    return _pool(x, ws, mode, phases=False)
+
+
+def pool_grad(x, y, g, ws):
+    """Gradient of :func:`pool` given its output ``y``, as :func:`reference.pool_grad`."""
+    if kernel_library() is None:
+        return reference.pool_grad(x, y, g, ws)
+    return _pool_grad(x, y, g, ws, phases=False)
+
+
+def mfp(x, ws, mode="max"):
+    """Max-fragment pooling (float32), as :func:`elektronn.ops.reference.mfp`."""
+    if kernel_library() is None:
+        return reference.mfp(x, ws, mode)
+    return _pool(x, ws, mode, phases=True)
+
+
+def mfp_grad(x, y, g, ws):
+    """Gradient of :func:`mfp`, as :func:`reference.mfp_grad` (overlapping phases add up)."""
+    if kernel_library() is None:
+        return reference.mfp_grad(x, y, g, ws)
+    return _pool_grad(x, y, g, ws, phases=True)

@@ -13,7 +13,7 @@ from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from elektronn.ops import reference
+from elektronn.ops import _kernels, reference
 from elektronn.ops._common import as_float32, check_ndim
 from elektronn.ops.pool import _pooled_type, _PoolingGrad, check_pool_args
 
@@ -94,7 +94,7 @@ class MaxFragmentPool(Op):
     def perform(self, node, inputs, output_storage):
         (x,) = inputs
         _check_fragmentable(x.shape, self.ws, "input")
-        output_storage[0][0] = reference.mfp(x, self.ws, self.mode)
+        output_storage[0][0] = _kernels.mfp(x, self.ws, self.mode)
 
     def infer_shape(self, fgraph, node, shapes):
         (s,) = shapes
@@ -109,7 +109,7 @@ class MaxFragmentPool(Op):
 class MaxFragmentPoolGrad(_PoolingGrad):
     """Gradient of :class:`MaxFragmentPool` with respect to its input."""
 
-    numpy_grad = staticmethod(reference.mfp_grad)
+    grad_fn = staticmethod(_kernels.mfp_grad)
 
     def pullback(self, inputs, outputs, cotangents):
         x, y, g = inputs

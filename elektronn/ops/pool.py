@@ -1,11 +1,10 @@
 """Non-overlapping max / maxabs pooling of the trailing axes, its gradient, and maxout."""
 
-import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from elektronn.ops import reference
+from elektronn.ops import _kernels
 from elektronn.ops._common import as_float32, check_ndim
 
 __all__ = ["Pool", "PoolGrad", "pool", "maxout", "POOL_MODES", "check_pool_args"]
@@ -81,7 +80,7 @@ class Pool(Op):
     def perform(self, node, inputs, output_storage):
         (x,) = inputs
         _check_divisible(x.shape, self.ws, "input")
-        output_storage[0][0] = reference.pool(x, self.ws, self.mode)
+        output_storage[0][0] = _kernels.pool(x, self.ws, self.mode)
 
     def infer_shape(self, fgraph, node, shapes):
         (s,) = shapes
@@ -96,11 +95,11 @@ class _PoolingGrad(Op):
     """Shared part of the gradients of :class:`Pool` and max-fragment pooling.
 
     Inputs ``(x, y, g)``: the pooling input, its output and the output gradient; the result has
-    the shape of ``x``.  Subclasses set ``numpy_grad`` (the numpy reference).
+    the shape of ``x``.  Subclasses set ``grad_fn`` (from :mod:`elektronn.ops._kernels`).
     """
 
     __props__ = ("ws",)
-    numpy_grad = None
+    grad_fn = None
 
     def __init__(self, ws):
         self.ws = check_pool_args(ws, "max")
@@ -110,7 +109,7 @@ class _PoolingGrad(Op):
         return Apply(self, [x, y, g], [x.type()])
 
     def perform(self, node, inputs, output_storage):
-        output_storage[0][0] = np.asarray(type(self).numpy_grad(*inputs, self.ws), np.float32)
+        output_storage[0][0] = type(self).grad_fn(*inputs, self.ws)
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[0]]
@@ -123,7 +122,7 @@ class PoolGrad(_PoolingGrad):
     signed output do.
     """
 
-    numpy_grad = staticmethod(reference.pool_grad)
+    grad_fn = staticmethod(_kernels.pool_grad)
 
     def pullback(self, inputs, outputs, cotangents):
         x, y, g = inputs

@@ -1,8 +1,9 @@
 """Plain numpy implementations of every Op in :mod:`elektronn.ops`.
 
-These are the references the fast kernels are tested against, and the ``perform`` of the
-Ops where numpy is already fast (pooling, MFP, fragment reassembly).  Layout convention of
-the whole package: ``(batch, channels, *spatial)``; pooling acts on the trailing axes.
+These are the references the fast kernels are tested against (and their fallback without a C
+compiler), and the ``perform`` of the Ops where numpy is already fast (fragment reassembly).
+Layout convention of the whole package: ``(batch, channels, *spatial)``; pooling acts on the
+trailing axes.
 """
 
 import itertools

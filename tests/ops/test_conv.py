@@ -66,6 +66,35 @@ def test_kernels_long_rows_and_tails(rng):
     )
 
 
+@pytest.mark.parametrize("merged", [False, True])
+@pytest.mark.parametrize("bs, ic, oc, sp, k", [
+    (16, 4, 5, (5, 9, 9), (3, 3, 3)),  # small 3-D planes (MFP fragments)
+    (5, 1, 10, (12, 12), (5, 5)),  # rows shorter than one register block
+    (3, 2, 3, (40, 41), (2, 3)),
+])
+def test_kernels_both_batch_layouts(rng, monkeypatch, merged, bs, ic, oc, sp, k):
+    """Examples side by side in one plane or one plane each: the same results."""
+    if _kernels.kernel_library() is None:
+        pytest.skip("C kernels unavailable")
+    monkeypatch.setattr(_kernels, "_merged", lambda *args, **kwargs: merged)
+    x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
+    w = rng.standard_normal((oc, ic, *k)).astype(np.float32)
+    g = rng.standard_normal((bs, oc, *(s - kk + 1 for s, kk in zip(sp, k)))).astype(np.float32)
+    np.testing.assert_allclose(_kernels.corr(x, w), reference.corr(x, w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
+    )
+
+
+def test_batch_layout_choice():
+    """Merging pays on planes shorter than a block, not where 3-D kernels drop output slices."""
+    # MNIST layer 2: 12x12 plane, 5x5 kernel: 92 positions per example, block 96
+    assert _kernels._merged(64, 144, 52, 96, shifted_tail=True)
+    # MFP fragment (5, 27, 27) under a 3x3x3 kernel: 40 % of the merged plane is wasted
+    assert not _kernels._merged(16, 5 * 27 * 27, 2 * 729 + 2 * 27 + 2, 96, shifted_tail=True)
+    assert not _kernels._merged(1, 10, 5, 96, shifted_tail=True)
+
+
 def test_gradients_match_numpy(rng):
     x = rng.standard_normal((2, 3, 6, 5, 7)).astype(np.float32)
     w = rng.standard_normal((4, 3, 2, 3, 3)).astype(np.float32)

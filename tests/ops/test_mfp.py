@@ -7,6 +7,7 @@ import pytest
 from pytensor.gradient import verify_grad
 
 from elektronn import backend, ops
+from elektronn.ops import _kernels, reference
 from tests.conftest import distinct
 
 
@@ -117,3 +118,58 @@ def test_mfp_errors():
     f = pytensor.function([v], ops.max_fragment_pool(v, (3, 1)), mode=backend.get_mode())
     with pytest.raises(ValueError, match="k\\*3\\+2"):
         f(np.zeros((1, 1, 6, 3), np.float32))
+
+
+def check_kernels(x, ws, mode, rng):
+    """The C max-fragment pooling and its gradient equal the numpy references exactly."""
+    y = _kernels.mfp(x, ws, mode)
+    np.testing.assert_array_equal(y, reference.mfp(x, ws, mode))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = _kernels.mfp_grad(x, y, g, ws)
+    # overlapping phases add up in the reference's order, so even the rounding is the same
+    np.testing.assert_array_equal(gx, reference.mfp_grad(x, y, g, ws))
+
+
+@pytest.mark.parametrize("mode", ["max", "maxabs"])
+@pytest.mark.parametrize(
+    "shape, ws",
+    [
+        ((1, 3, 7, 23), (2, 2)),  # fragment rows of 11 outputs: vector blocks, last one shifted
+        ((2, 3, 5, 9, 27), (1, 2, 2)),
+        ((3, 2, 8, 5, 19), (3, 1, 2)),
+        ((2, 1, 5, 8, 11), (2, 3, 3)),  # last-axis factor 3: scalar code
+        ((4, 31), (2,)),
+    ],
+)
+def test_c_kernels_match_reference(c_kernels, rng, mode, shape, ws):
+    """Small integers: ties within windows and across the overlapping phases."""
+    check_kernels(rng.integers(-3, 4, shape).astype(np.float32), ws, mode, rng)
+
+
+@pytest.mark.parametrize("mode", ["max", "maxabs"])
+def test_c_kernels_random_shapes(c_kernels, rng, mode):
+    """Sizes k*p + p - 1, of which every phase crops p - 1 elements."""
+    for _ in range(20):
+        ws = tuple(int(p) for p in rng.integers(1, 4, rng.integers(2, 4)))
+        lead = tuple(int(s) for s in rng.integers(1, 4, rng.integers(1, 3)))
+        shape = lead + tuple(int(p * rng.integers(1, 20) + p - 1) for p in ws)
+        check_kernels(rng.integers(-3, 4, shape).astype(np.float32), ws, mode, rng)
+
+
+def test_numpy_fallback(rng, monkeypatch):
+    """Without the C library the Ops run the numpy references, with the same results."""
+    x = rng.integers(-3, 4, (2, 2, 3, 9, 21)).astype(np.float32)
+    xv = pt.tensor5("x")
+    y = ops.max_fragment_pool(xv, (1, 2, 2))
+    f = pytensor.function([xv], [y, pytensor.grad((y * y).sum(), xv)], mode=backend.get_mode())
+    fast = f(x)
+    asked = []
+
+    def no_library():
+        asked.append(True)
+        return None
+
+    monkeypatch.setattr(_kernels, "kernel_library", no_library)
+    for got, want in zip(f(x), fast):
+        np.testing.assert_array_equal(got, want)
+    assert asked

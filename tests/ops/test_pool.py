@@ -9,6 +9,7 @@ import pytest
 from pytensor.gradient import verify_grad
 
 from elektronn import backend, ops
+from elektronn.ops import _kernels, reference
 from tests.conftest import distinct
 
 
@@ -102,3 +103,73 @@ def test_maxout(rng, axis, shape):
                 mode=backend.get_mode())
     with pytest.raises(ValueError, match="maxout factor"):
         ops.maxout(pt.tensor4("x"), 1)
+
+
+def check_kernels(x, ws, mode, rng):
+    """The C pooling and its gradient equal the numpy references exactly."""
+    y = _kernels.pool(x, ws, mode)
+    np.testing.assert_array_equal(y, reference.pool(x, ws, mode))
+    assert y.dtype == np.float32
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = _kernels.pool_grad(x, y, g, ws)
+    np.testing.assert_array_equal(gx, reference.pool_grad(x, y, g, ws))
+
+
+@pytest.mark.parametrize("mode", ["max", "maxabs"])
+@pytest.mark.parametrize(
+    "shape, ws",
+    [
+        ((5, 3, 24, 26), (2, 2)),  # rows of 12 and 13 outputs: vector blocks, last one shifted
+        ((2, 3, 4, 6, 36), (1, 2, 2)),
+        ((3, 16, 8), (2, 1)),  # last-axis factor 1
+        ((2, 2, 9, 30), (3, 3)),  # factor 3: scalar code
+        ((7, 40), (2,)),  # one pooled axis, as maxout uses
+        ((6, 4), (2, 2)),  # no leading axes
+    ],
+)
+def test_c_kernels_match_reference(c_kernels, rng, mode, shape, ws):
+    """Small integers, so most windows hold ties (all of them must get the gradient)."""
+    check_kernels(rng.integers(-3, 4, shape).astype(np.float32), ws, mode, rng)
+
+
+@pytest.mark.parametrize("mode", ["max", "maxabs"])
+def test_c_kernels_random_shapes(c_kernels, rng, mode):
+    for _ in range(20):
+        ws = tuple(int(p) for p in rng.integers(1, 4, rng.integers(2, 4)))
+        lead = tuple(int(s) for s in rng.integers(1, 4, rng.integers(0, 3)))
+        shape = lead + tuple(int(p * rng.integers(1, 20)) for p in ws)
+        check_kernels(rng.integers(-3, 4, shape).astype(np.float32), ws, mode, rng)
+
+
+@pytest.mark.parametrize("mode", ["max", "maxabs"])
+def test_c_kernels_nan_propagates(c_kernels, rng, mode):
+    x = rng.standard_normal((2, 3, 8, 36)).astype(np.float32)
+    x[0, 1, 3, 17] = x[1, 2, 6, 0] = np.nan
+    x[1, 0, 2, 5] = np.inf
+    check_kernels(x, (2, 2), mode, rng)
+
+
+def test_c_kernels_check_gradient_shapes(c_kernels):
+    x = np.zeros((2, 4, 6), np.float32)
+    y = _kernels.pool(x, (2, 2))
+    with pytest.raises(ValueError, match=r"gradient must have the pooled shape \(2, 2, 3\)"):
+        _kernels.pool_grad(x, y, y[:, :1], (2, 2))
+
+
+def test_numpy_fallback(rng, monkeypatch):
+    """Without the C library the Ops run the numpy references, with the same results."""
+    x = rng.integers(-3, 4, (3, 2, 8, 18)).astype(np.float32)
+    xv = pt.tensor4("x")
+    y = ops.pool(xv, (2, 2), "maxabs")
+    f = pytensor.function([xv], [y, pytensor.grad((y * y).sum(), xv)], mode=backend.get_mode())
+    fast = f(x)
+    asked = []
+
+    def no_library():
+        asked.append(True)
+        return None
+
+    monkeypatch.setattr(_kernels, "kernel_library", no_library)
+    for got, want in zip(f(x), fast):
+        np.testing.assert_array_equal(got, want)
+    assert asked
