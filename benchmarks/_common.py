@@ -58,8 +58,10 @@ def loadavg():
 
 
 def machine_info(torch):
-    """Cores, CPU model, load and library versions for the JSON record."""
+    """Cores, CPU model, load, elektronn's mode and library versions for the JSON record."""
     import pytensor
+
+    from elektronn.backend import mode_name
 
     cpu = platform.processor()
     try:
@@ -72,6 +74,7 @@ def machine_info(torch):
         pass
     return {
         "cores": os.cpu_count(),
+        "elektronn_mode": mode_name(),
         "cpu": cpu,
         "loadavg": loadavg(),
         "python": platform.python_version(),

@@ -145,8 +145,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default 20, quick 3)")
     p.add_argument("--json", default="bench_results/bench_ops.json", help="output JSON path")
-    p.add_argument("--mode", default="numpy", choices=("numpy", "c", "jax", "numba"),
-                   help="elektronn mode")
+    p.add_argument("--mode", default=None, choices=("numpy", "c", "jax", "numba"),
+                   help="elektronn mode (default: ELEKTRONN_MODE or the library's default)")
     return p.parse_args(argv)
 
 
@@ -156,8 +156,9 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 20)
     layers = QUICK_LAYERS if args.quick else LAYERS
     torch = import_torch()
-    from elektronn.backend import get_mode
+    from elektronn.backend import get_mode, mode_name
 
+    args.mode = args.mode or mode_name()
     try:
         get_mode(args.mode)
     except ImportError as err:

@@ -1,10 +1,14 @@
 """Dense prediction speed and memory of the 3-D neuro net: elektronn's MFP against PyTorch.
 
 elektronn: the neuro net with max-fragment pooling in its two pooling layers (input size from
-``CNNCalculator`` for a desired (7, 127, 127) patch) and ``predictDense`` of a
-``(1, 200, 200, 40)`` float32 volume (ch, x, y, z).  PyTorch: the dense equivalent network
-(stride-1 pooling, later convolutions dilated by the accumulated stride) applied to the whole
-volume under ``torch.no_grad`` (softmax included); both give a (2, 170, 170, 36) map::
+``CNNCalculator`` for a desired (22, 118, 118) patch) and ``predictDense`` of a
+``(1, 200, 200, 40)`` float32 volume (ch, x, y, z).  The prediction patch is the one a user
+would pick for this volume (e.g. with ``elektronn-profile``): its (18, 88, 88) output tiles
+cover the (36, 170, 170) map with little overlap.  The training patch (7, 127, 127) would
+predict about 1.7x slower: each of its (3, 96, 96) outputs needs a (7, 126, 126) input.
+PyTorch: the dense equivalent network (stride-1 pooling, later convolutions dilated by the
+accumulated stride) applied to the whole volume under ``torch.no_grad`` (softmax included);
+both give a (2, 170, 170, 36) map::
 
     python benchmarks/bench_predict.py [--quick] [--repeats N] [--scale S] [--json PATH]
 
@@ -32,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import _nets  # noqa: E402
 
-PATCH, QUICK_PATCH = (7, 127, 127), (7, 62, 62)
+PATCH, QUICK_PATCH = (22, 118, 118), (7, 62, 62)
 VOLUME, QUICK_VOLUME = (1, 200, 200, 40), (1, 64, 64, 8)
 MATMUL_N, QUICK_MATMUL_N = 2048, 256
 MB = 2**20
@@ -205,7 +209,8 @@ def main(argv=None):
         "bounded": growth_diff <= out_diff * 1.1 + 16,
     }
     info["loadavg_end"] = _common.loadavg()
-    print(f"dense prediction, {info['cores']} cores, load {info['loadavg']}, "
+    print(f"dense prediction, mode {info['elektronn_mode']}, {info['cores']} cores, "
+          f"load {info['loadavg']}, "
           f"{flop_vox / 1e3:.1f} kFLOP per output voxel")
     print(f"float32 matmul {n}^3: {mm_ms:.1f} ms, {peak:.1f} GFLOP/s (peak)")
     print(format_table(result))

@@ -115,7 +115,8 @@ def main(argv=None):
         "matmul": {"n": n, "ms": mm_ms, "gflops": peak},
         "rows": rows,
     }
-    print(f"training steps, {info['cores']} cores, load {info['loadavg']}, medians of {repeats}")
+    print(f"training steps, mode {info['elektronn_mode']}, {info['cores']} cores, "
+          f"load {info['loadavg']}, medians of {repeats}")
     print(f"float32 matmul {n}^3: {mm_ms:.1f} ms, {peak:.1f} GFLOP/s (peak)")
     print(format_table(rows))
     print("ratio = torch ms / elektronn ms (> 1: elektronn faster); % peak: elektronn")

@@ -6,15 +6,18 @@ process: the MNIST net with batch 4 (build, compile and the first SGD step) with
 compile directory ("cold") and again reusing it ("warm"), and the 3-D neuro net with MFP
 (build, compile and the first forward pass) cold::
 
-    python benchmarks/run_all.py [--quick] [--out DIR] [--json PATH]
+    python benchmarks/run_all.py [--quick] [--mode MODE] [--out DIR] [--json PATH]
 
 Every script writes its own JSON into ``--out``; this one writes the summary rows.  ``--quick``
 runs the smoke sizes and measures only a warm MNIST compile (the caller's cache).
 In the table ``ratio`` > 1 means elektronn is better (faster, or more voxels per second).
+``--mode`` runs elektronn in another of :mod:`elektronn.backend`'s modes (e.g. ``jax``; it
+sets ``ELEKTRONN_MODE`` for every benchmark process); the default is the library's default.
 """
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -118,6 +121,7 @@ def parse_args(argv):
     p.add_argument("--out", default="bench_results", help="folder of the per-script JSON files")
     p.add_argument("--json", default=None, help="summary JSON (default OUT/run_all.json)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per fresh process")
+    p.add_argument("--mode", default=None, help="elektronn mode (sets ELEKTRONN_MODE)")
     p.add_argument("--worker", choices=("mnist4", "neuro_mfp"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -128,6 +132,8 @@ def main(argv=None):
     if args.worker:
         print(json.dumps(compile_worker(args.worker)))
         return {}
+    if args.mode:
+        os.environ["ELEKTRONN_MODE"] = args.mode  # inherited by every benchmark process
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     quick = ["--quick"] if args.quick else []
@@ -144,7 +150,7 @@ def main(argv=None):
     torch = _common.import_torch()
     summary = {
         "machine": dict(_common.machine_info(torch), loadavg_start=load0),
-        "config": {"quick": args.quick},
+        "config": {"quick": args.quick, "mode": os.environ.get("ELEKTRONN_MODE", "default")},
         "wall_s": time.perf_counter() - t0,
         "matmul_gflops": {"ops": ops["matmul"]["gflops"], "train": train["matmul"]["gflops"],
                           "predict": predict["matmul"]["gflops"]},
@@ -152,7 +158,8 @@ def main(argv=None):
         "rows": [dict(zip(COLUMNS, r, strict=True)) for r in rows],
     }
     print()
-    print(f"summary: {summary['machine']['cores']} cores, load at start {load0}, at end "
+    print(f"summary: mode {summary['config']['mode']}, {summary['machine']['cores']} cores, "
+          f"load at start {load0}, at end "
           f"{summary['machine']['loadavg']}, {summary['wall_s']:.0f} s; matmul peak "
           f"{summary['matmul_gflops']['train']:.0f} GFLOP/s")
     print(format_table(rows))
