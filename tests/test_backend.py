@@ -101,3 +101,40 @@ def test_keep_freed_memory_applies_on_glibc(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     expected = platform.libc_ver()[0] == "glibc"
     assert backend.keep_freed_memory() is expected
+
+
+def _tiny_nets():
+    from elektronn.net.convnet import MixedConvNN
+
+    net2 = MixedConvNN((12, 12), input_depth=1, batch_size=2, seed=0)
+    net2.addConvLayer(3, 3, pool_shape=2, activation_func="relu")
+    net2.addPerceptronLayer(4, activation_func="tanh")
+    net2.addPerceptronLayer(3, activation_func="linear")
+    net2.compileOutputFunctions(target="nll")
+    net3 = MixedConvNN((5, 10, 10), input_depth=1, batch_size=1, seed=0)
+    net3.addConvLayer(3, (1, 3, 3), pool_shape=(1, 2, 2), activation_func="relu")
+    net3.addConvLayer(2, (2, 2, 2), pool_shape=1, activation_func="linear", is_last_layer=True)
+    net3.compileOutputFunctions(target="nll")
+    rng = np.random.default_rng(0)
+    data2 = (rng.normal(size=(2, 1, 12, 12)).astype(np.float32), np.array([0, 2], np.int16))
+    y3 = rng.integers(0, 2, (1, *net3.output_shape[2:])).astype(np.int16)  # (bs, z, x, y)
+    data3 = (rng.normal(size=(1, 5, 1, 10, 10)).astype(np.float32), y3)
+    return [(net2, data2), (net3, data3)]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["2d", "3d"])
+def test_jax_mode_trains_like_numpy_mode(index):
+    """Losses and SGD steps of a 2-D and a 3-D net agree between the JAX and numpy modes."""
+    pytest.importorskip("jax")
+    losses = {}
+    try:
+        for mode in ("jax", "numpy"):
+            backend.set_mode(mode)
+            cnn, (x, y) = _tiny_nets()[index]
+            cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
+            losses[mode] = [float(cnn.trainingStep(x, y, mode="SGD")[0]) for _ in range(3)]
+            losses[mode].append(float(cnn.get_loss(x, y)[0]))
+    finally:
+        backend.set_mode("numpy")
+    np.testing.assert_allclose(losses["jax"], losses["numpy"], rtol=1e-4)
+    assert losses["numpy"][-1] < losses["numpy"][0]

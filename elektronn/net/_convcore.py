@@ -92,7 +92,10 @@ class ConvLayerBase:
                 raise ValueError(f"{name} has shape {tuple(given)}, the layer needs {shape}")
         self.params = [p for p in (self.W, self.b) if isinstance(p, SharedVariable)]
 
-        conv_core = ops.conv(self._to_core(input), self._filter_to_core(self.W))
+        # the filter shape made static: every layer output then has static channel counts
+        # (losses build constant class ranges from them, which JAX requires)
+        w_core = self._filter_to_core(pt.specify_shape(self.W, self.filter_shape))
+        conv_core = ops.conv(self._to_core(input), w_core)
         self.conv_out = self._from_core(conv_core)
         if use_fragment_pooling:
             self.mfp_offsets, self.mfp_strides = ops.fragment_offsets(

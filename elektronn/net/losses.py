@@ -131,8 +131,12 @@ def _per_pixel(w):
 
 
 def _one_hot(P, y):
-    """``S[b, k, v] = [y[b, v] == k]`` in the dtype of ``P``; other labels select nothing."""
-    classes = _per_class(pt.arange(P.shape[1]), P.ndim)
+    """``S[b, k, v] = [y[b, v] == k]`` in the dtype of ``P``; other labels select nothing.
+
+    The class count is taken from the static shape where known (JAX needs a constant range).
+    """
+    n_classes = P.type.shape[1] if P.type.shape[1] is not None else P.shape[1]
+    classes = _per_class(pt.arange(n_classes), P.ndim)
     return pt.eq(_per_pixel(y), classes).astype(P.dtype)
 
 

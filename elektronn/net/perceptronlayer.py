@@ -76,7 +76,9 @@ class PerceptronLayer:
             keep = np.float32(1) - self.activation_noise
             self.dropout_gate = pt.lt(streams.uniform((self.n_out,)), keep).astype("float32") / keep
             lin = lin * self.dropout_gate
-        self.lin_output = lin + self.b
+        # the width is static (W may be a shared variable of unknown shape): losses build
+        # constant class ranges from it, which JAX requires
+        self.lin_output = pt.specify_shape(lin + self.b, (None, self.n_out))
         self.output = apply_activation(activation_func, self.lin_output, channel_axis=1)
         self.output_shape = (batch_size, self.n_out // factor)
         self.class_probabilities = softmax(self.lin_output, axis=1)
