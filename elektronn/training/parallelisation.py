@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import time
 import traceback
 
 import numpy as np
@@ -54,6 +55,15 @@ def _worker(target, args, kwargs, out, stop, seed):
                 continue
         if item[0] == "error":
             return
+
+
+def _drain(q):
+    """Discard what is in ``q`` now (complete messages only: a started one is read to its end)."""
+    try:
+        while True:
+            q.get_nowait()
+    except (queue.Empty, OSError, ValueError):
+        pass
 
 
 class BackgroundProc:
@@ -164,18 +174,21 @@ class BackgroundProc:
         """Kept for ELEKTRONN 1.0's API (used after Ctrl-C); the workers need no restart."""
 
     def shutdown(self, timeout=5.0):
-        """Stop and join the workers (terminating those that do not stop in ``timeout`` s)."""
+        """Stop and join the workers (terminating those that do not stop in ``timeout`` s).
+
+        A worker exits only after its queue's feeder thread has written the batches it still
+        buffers into the pipe, so the queues are drained for as long as workers are alive.
+        """
         if not self._procs:
             return
         self._stop.set()
-        for q in self._queues:  # unblock workers waiting in put()
-            try:
-                while True:
-                    q.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                pass
+        deadline = time.monotonic() + timeout
+        while any(p.is_alive() for p in self._procs) and time.monotonic() < deadline:
+            for q in self._queues:
+                _drain(q)
+            for p in self._procs:
+                p.join(0.02)
         for p in self._procs:
-            p.join(timeout)
             if p.is_alive():
                 p.terminate()
                 p.join(1.0)

@@ -262,3 +262,18 @@ def test_cli_mnist_mlp_config(tmp_path):
     assert code == 0
     assert (out / "MNIST_MLP_example_end.param").exists()
     assert (out / "MNIST_MLP_example.history.png").exists()
+
+
+def _big_batch():
+    return np.ones((4, 1, 64, 128, 128), np.float32)  # 32 MB: more than a pipe buffers
+
+
+def test_shutdown_is_quick_with_full_queues():
+    """Workers blocked on full queues with large batches stop without waiting out the timeout."""
+    bg = BackgroundProc(_big_batch, n_proc=2)
+    assert bg.get().shape == (4, 1, 64, 128, 128)
+    time.sleep(1.0)  # let the workers fill their queues and block in put()
+    t0 = time.perf_counter()
+    bg.shutdown(timeout=20.0)
+    assert time.perf_counter() - t0 < 10.0
+    assert bg._procs == []
