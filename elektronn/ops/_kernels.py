@@ -22,7 +22,10 @@ import numpy as np
 
 from elektronn.ops import reference
 
-__all__ = ["corr", "corr_weights", "kernel_library", "pool", "pool_grad", "mfp", "mfp_grad"]
+__all__ = [
+    "corr", "corr_weights", "conv_grad_input", "kernel_library", "pool", "pool_grad", "mfp",
+    "mfp_grad",
+]
 
 logger = logging.getLogger("elektronn")
 
@@ -66,11 +69,16 @@ def _build(cc):
     # Read by libgomp when it is loaded; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     lib = ctypes.CDLL(str(target))
-    argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 3
-    argtypes += [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_long]
-    for name in ("corr_fwd", "corr_gradw"):
-        getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = None
+    arrays, sizes = [ctypes.c_void_p] * 4, [ctypes.c_int] * 3
+    taps = [ctypes.c_void_p, ctypes.c_long]  # offsets, computed positions
+    grid = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]  # ndim, dims, odims
+    lib.corr_fwd.argtypes = arrays + sizes + [ctypes.c_long, ctypes.c_int] + taps + grid
+    lib.corr_fwd.argtypes += [ctypes.c_long] * 2  # lead, band
+    lib.corr_gradw.argtypes = arrays + sizes + [ctypes.c_long] * 2 + [ctypes.c_int] + taps
+    lib.embed.argtypes = [ctypes.c_void_p] * 2 + sizes + [ctypes.c_long] * 2 + grid
+    lib.corr_fwd.restype = lib.corr_gradw.restype = None
+    lib.corr_block.argtypes = [ctypes.c_int]
+    lib.embed.restype = None
     geometry = [ctypes.POINTER(ctypes.c_long)] * 3  # shape, stride, ws
     lib.pool_fwd.argtypes = [ctypes.c_void_p] * 2 + geometry + [ctypes.c_int] * 2
     lib.pool_bwd.argtypes = [ctypes.c_void_p] * 4 + geometry + [ctypes.c_int]
@@ -114,12 +122,17 @@ def _grid(spatial, kshape):
     return offs, plane, plane - int(offs[-1])
 
 
+@functools.lru_cache(maxsize=256)
+def _dims(spatial, ospatial):
+    """``spatial`` and ``ospatial`` as read-only int64 arrays (the ``dims, odims`` of C)."""
+    arrays = tuple(np.array(s, dtype=np.int64) for s in (spatial, ospatial))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def _ptr(a):
     return a.ctypes.data_as(ctypes.c_void_p)
-
-
-def _valid(spatial, kshape):
-    return tuple(slice(0, s - k + 1) for s, k in zip(spatial, kshape))
 
 
 def _merged(bs, plane, last_offset, block, shifted_tail):
@@ -149,9 +162,60 @@ def _merge_batch(a):
     return np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(1, a.shape[1], -1)
 
 
-def _split_batch(full, bs, spatial):
-    """Inverse of :func:`_merge_batch` for a ``(1, c, bs * prod(sp))`` result."""
-    return np.swapaxes(full.reshape((full.shape[1], bs) + tuple(spatial)), 0, 1)
+def _embed(lib, g, spatial, lead, merged, aligned=False):
+    """``g (bs, c, *out)`` on the flattened grid of the input ``spatial``, zero elsewhere.
+
+    Parameters
+    ----------
+    lib : ctypes.CDLL
+        The kernel library.
+    g : ndarray
+        Output-shaped array, ``out`` at most ``spatial`` in every axis.
+    spatial : tuple of int
+        The grid.
+    lead : int
+        Zeros in front of each row.
+    merged : bool
+        Lay the examples side by side in one row per channel (see :func:`_merge_batch`).
+    aligned : bool
+        Start every row on a 64-byte boundary (padding the rows), for aligned vector loads.
+
+    Returns
+    -------
+    ndarray
+        ``(bs, c, lead + prod(spatial))``, or ``(1, c, lead + bs * prod(spatial))`` when
+        ``merged``; a view of padded rows when ``aligned``.
+    """
+    g = np.ascontiguousarray(g, dtype=np.float32)
+    bs, c = g.shape[:2]
+    plane = math.prod(spatial)
+    rows, length = (c, lead + bs * plane) if merged else (bs * c, lead + plane)
+    stride = -(-length // 16) * 16 if aligned else length
+    raw = np.empty(rows * stride + 16, dtype=np.float32)
+    start = (-raw.ctypes.data % 64) // 4 if aligned else 0
+    buf = raw[start : start + rows * stride].reshape(rows, stride)[:, :length]
+    dims, odims = _dims(tuple(spatial), tuple(g.shape[2:]))
+    lib.embed(_ptr(g), _ptr(buf), bs, c, merged, lead, stride, len(dims), _ptr(dims),
+              _ptr(odims))
+    return buf.reshape((1 if merged else bs, c, length))
+
+
+def _corr_fwd(lib, x, w, y, offs, n, dims, odims, lead=0, band=None):
+    """Call ``corr_fwd``: ``x (nb, ic, xs)`` against ``w (oc, ic, *kernel)`` into ``y``.
+
+    ``n`` positions are computed per example of ``x`` (``nb`` is 1 when the examples lie side
+    by side); ``y (bs, oc, *odims)`` receives those whose coordinates on the grid ``dims``
+    are inside ``odims`` (see ``geom`` in ``_conv_kernels.c``).  When ``x`` is zero except for
+    the first ``band`` positions of each plane after ``lead``, taps that read only zeros are
+    skipped (``band=None``: nothing is zero).
+    """
+    nb, ic, xs = x.shape
+    oc = w.shape[0]
+    wpack = np.empty((oc + 16) * ic * len(offs), dtype=np.float32)
+    plane = math.prod(dims)
+    dims, odims = _dims(tuple(dims), tuple(odims))
+    lib.corr_fwd(_ptr(x), _ptr(w), _ptr(y), _ptr(wpack), nb, ic, oc, xs, len(offs), _ptr(offs),
+                 n, len(dims), _ptr(dims), _ptr(odims), lead, plane if band is None else band)
 
 
 def corr(x, w):
@@ -162,19 +226,39 @@ def corr(x, w):
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
-    oc, ksh = w.shape[0], w.shape[2:]
-    offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in ksh))
-    merged = _merged(bs, plane, int(offs[-1]), lib.corr_block(), shifted_tail=True)
-    xk = _merge_batch(x) if merged else x
-    if merged:
-        plane *= bs
-        n = plane - int(offs[-1])
-    full = np.empty((xk.shape[0], oc, plane), dtype=np.float32)
-    wpack = np.empty((oc + 16) * ic * len(offs), dtype=np.float32)
-    lib.corr_fwd(_ptr(xk), _ptr(w), _ptr(full), _ptr(wpack), xk.shape[0], ic, oc, plane,
-                 len(offs), _ptr(offs), n)
-    full = _split_batch(full, bs, sp) if merged else full.reshape((bs, oc) + sp)
-    return np.ascontiguousarray(full[(slice(None), slice(None)) + _valid(sp, ksh)])
+    oc, ksh = w.shape[0], tuple(int(k) for k in w.shape[2:])
+    offs, plane, n = _grid(tuple(sp), ksh)
+    if _merged(bs, plane, int(offs[-1]), lib.corr_block(oc), shifted_tail=True):
+        x, n = _merge_batch(x), bs * plane - int(offs[-1])
+    osp = tuple(s - k + 1 for s, k in zip(sp, ksh))
+    y = np.empty((bs, oc) + osp, dtype=np.float32)
+    _corr_fwd(lib, x.reshape(x.shape[0], ic, -1), w, y, offs, n, sp, osp)
+    return y
+
+
+def conv_grad_input(g, w):
+    """Gradient of ``sum(conv(x, w) * g)`` w.r.t. ``x``, as :func:`reference.conv_grad_input`.
+
+    ``gx[n,c,q] = sum_{o,k} w[o,c,k] g[n,o,q-k]``: computed for every input position ``q``
+    from ``g`` embedded in the input's grid behind a zero lead-in, so that no position is
+    computed twice or cropped away.
+    """
+    lib = kernel_library()
+    if lib is None:
+        return reference.conv_grad_input(g, w)
+    w = np.ascontiguousarray(np.swapaxes(w, 0, 1), dtype=np.float32)
+    bs, ic = g.shape[0], w.shape[0]
+    ksh = tuple(int(k) for k in w.shape[2:])
+    sp = tuple(o + k - 1 for o, k in zip(g.shape[2:], ksh))
+    offs, plane, _ = _grid(sp, ksh)
+    merged = _merged(bs, plane, 0, lib.corr_block(ic), shifted_tail=True)
+    buf = _embed(lib, g, sp, int(offs[-1]), merged)
+    gx = np.empty((bs, ic) + sp, dtype=np.float32)
+    # every position is an output: a one-axis grid; g is zero past its first output slices
+    band = g.shape[2] * (plane // sp[0])
+    _corr_fwd(lib, buf, w, gx, offs, (bs if merged else 1) * plane, (plane,), (plane,),
+              lead=int(offs[-1]), band=band)
+    return gx
 
 
 def corr_weights(x, g, kshape):
@@ -185,17 +269,15 @@ def corr_weights(x, g, kshape):
     x = np.ascontiguousarray(x, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc = g.shape[1]
-    gfull = np.zeros((bs, oc) + sp, dtype=np.float32)
-    gfull[(slice(None), slice(None)) + _valid(sp, kshape)] = g
     offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in kshape))
-    if _merged(bs, plane, int(offs[-1]), lib.corr_vector(), shifted_tail=False):
-        x, gfull = _merge_batch(x), _merge_batch(gfull)
-        plane *= bs
-        n = plane - int(offs[-1])
+    merged = _merged(bs, plane, int(offs[-1]), lib.corr_vector(), shifted_tail=False)
+    gfull = _embed(lib, g, sp, 0, merged, aligned=True)
+    if merged:
+        x, n, plane = _merge_batch(x), bs * plane - int(offs[-1]), bs * plane
     gw = np.empty((oc, ic) + tuple(kshape), dtype=np.float32)
-    part = np.empty(oc * ic * len(offs) * 16, dtype=np.float32)
-    lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), x.shape[0], ic, oc, plane,
-                   len(offs), _ptr(offs), n)
+    part = np.empty((oc * ic * len(offs) + oc) * 16, dtype=np.float32)
+    lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), gfull.shape[0], ic, oc, plane,
+                   gfull.strides[1] // 4, len(offs), _ptr(offs), n)
     return gw
 
 

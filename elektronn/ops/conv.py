@@ -96,11 +96,7 @@ class ConvGradInput(Op):
         g, w = inputs
         if g.shape[1] != w.shape[0]:
             raise ValueError(f"output gradient {g.shape} does not match filters {w.shape}")
-        padded = np.zeros(g.shape[:2] + tuple(s + 2 * (k - 1) for s, k in
-                                              zip(g.shape[2:], w.shape[2:])), np.float32)
-        padded[(Ellipsis,) + tuple(slice(k - 1, k - 1 + s) for s, k in
-                                   zip(g.shape[2:], w.shape[2:]))] = g
-        output_storage[0][0] = _kernels.corr(padded, np.swapaxes(w, 0, 1))
+        output_storage[0][0] = _kernels.conv_grad_input(g, w)
 
     def infer_shape(self, fgraph, node, shapes):
         gs, ws = shapes

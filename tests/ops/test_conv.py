@@ -50,6 +50,9 @@ def test_kernels_match_reference(rng, bs, ic, oc, sp, k):
     np.testing.assert_allclose(
         _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
     )
+    np.testing.assert_allclose(
+        _kernels.conv_grad_input(g, w), reference.conv_grad_input(g, w), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_kernels_long_rows_and_tails(rng):
@@ -64,6 +67,9 @@ def test_kernels_long_rows_and_tails(rng):
         _kernels.corr_weights(x, g, (3, 4)), reference.corr_weights(x, g, (3, 4)),
         rtol=1e-4, atol=1e-3,
     )
+    np.testing.assert_allclose(
+        _kernels.conv_grad_input(g, w), reference.conv_grad_input(g, w), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("merged", [False, True])
@@ -73,7 +79,10 @@ def test_kernels_long_rows_and_tails(rng):
     (3, 2, 3, (40, 41), (2, 3)),
 ])
 def test_kernels_both_batch_layouts(rng, monkeypatch, merged, bs, ic, oc, sp, k):
-    """Examples side by side in one plane or one plane each: the same results."""
+    """Examples side by side in one plane or one plane each: the same results.
+
+    The 3-D case also has the input gradient skip taps that read only zero slices of ``g``.
+    """
     if _kernels.kernel_library() is None:
         pytest.skip("C kernels unavailable")
     monkeypatch.setattr(_kernels, "_merged", lambda *args, **kwargs: merged)
@@ -83,6 +92,9 @@ def test_kernels_both_batch_layouts(rng, monkeypatch, merged, bs, ic, oc, sp, k)
     np.testing.assert_allclose(_kernels.corr(x, w), reference.corr(x, w), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        _kernels.conv_grad_input(g, w), reference.conv_grad_input(g, w), rtol=1e-4, atol=1e-4
     )
 
 
