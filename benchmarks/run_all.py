@@ -91,9 +91,9 @@ def summary_rows(ops, train, predict, compiles):
     rows.append(("predictDense neuro", "MVox/s", e["mvox_s"], t and t["mvox_s"],
                  predict.get("ratio"), e["pct_peak"]))
     small, large = predict["memory"]
-    rows.append(("predict memory growth", "MB", small["rss_growth_mb"], None, None, None))
+    rows.append(("predict memory peak", "MB", small["tracemalloc_peak_mb"], None, None, None))
     rows.append(("  8x volume" if predict["config"]["scale"] == 8 else "  scaled volume", "MB",
-                 large["rss_growth_mb"], None, None, None))
+                 large["tracemalloc_peak_mb"], None, None, None))
     for case, runs in compiles.items():
         for run, rec in runs.items():
             value = rec.get("total_s") if rec["status"] == "ok" else float("nan")
