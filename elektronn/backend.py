@@ -155,13 +155,16 @@ def _numpy_mode():
     Each elementwise node then runs as one numpy ufunc (a fused ``Composite`` or a variadic
     ``add``/``mul`` would fall back to a Python-level ``np.frompyfunc`` loop, so variadic sums
     and products are split into binary ones), and in-place elementwise rewrites are skipped
-    (numpy would compute into a new array and copy it back).
+    (numpy would compute into a new array and copy it back).  After the split, a conv layer's
+    bias and relu move into its convolution kernel (:mod:`elektronn.ops.fusion`).
     """
     from pytensor.compile.mode import Mode
     from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
     from pytensor.link.vm import VMLinker
     from pytensor.scalar import Add, Mul
     from pytensor.tensor.elemwise import Elemwise
+
+    from elektronn.ops.fusion import fuse_conv_bias, fuse_conv_relu
 
     @node_rewriter([Elemwise])
     def split_variadic_add_mul(fgraph, node):
@@ -178,4 +181,6 @@ def _numpy_mode():
     linker = VMLinker(use_cloop=False, c_thunks=False)
     mode = Mode(linker=linker, optimizer="fast_run").excluding(
         *_EXCLUDED, "fusion", "inplace_elemwise_optimizer")
-    return mode.register((dfs_rewriter(split_variadic_add_mul), 49.5))
+    return mode.register((dfs_rewriter(split_variadic_add_mul), 49.5),
+                         (dfs_rewriter(fuse_conv_bias), 49.6),
+                         (dfs_rewriter(fuse_conv_relu), 49.7))

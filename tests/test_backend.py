@@ -138,3 +138,62 @@ def test_jax_mode_trains_like_numpy_mode(index):
         backend.set_mode("numpy")
     np.testing.assert_allclose(losses["jax"], losses["numpy"], rtol=1e-4)
     assert losses["numpy"][-1] < losses["numpy"][0]
+
+
+def _fusion_net(mfp):
+    """A 3-D relu net: MFP layers (prediction) or an unpooled and a pooled layer (training)."""
+    from elektronn.net.convnet import MixedConvNN
+
+    cnn = MixedConvNN((5, 11, 11), input_depth=1, batch_size=1, seed=0)
+    cnn.addConvLayer(3, (1, 3, 3), pool_shape=(1, 1, 1) if not mfp else (1, 2, 2),
+                     activation_func="relu", use_fragment_pooling=mfp)
+    cnn.addConvLayer(3, (2, 2, 2), pool_shape=(1, 2, 2) if not mfp else 1,
+                     activation_func="relu")
+    cnn.addConvLayer(2, (1, 1, 1), pool_shape=1, activation_func="linear", is_last_layer=True)
+    cnn.compileOutputFunctions(target="nll", only_forward=mfp)
+    return cnn
+
+
+def _fused_activations(fn):
+    from elektronn.ops import ConvBiasAct
+
+    return sorted(n.op.activation for n in fn.maker.fgraph.apply_nodes
+                  if isinstance(n.op, ConvBiasAct))
+
+
+def test_fused_conv_bias_relu_predicts_like_py_mode():
+    """MFP net: every layer's bias and relu fused in numpy mode, same probabilities."""
+    x = np.random.default_rng(0).normal(size=(1, 5, 1, 11, 11)).astype(np.float32)
+    probs = {}
+    try:
+        for mode in ("numpy", "py"):
+            backend.set_mode(mode)
+            cnn = _fusion_net(mfp=True)
+            probs[mode] = cnn.class_probabilities(x)
+            if mode == "numpy":
+                assert _fused_activations(cnn.class_probabilities.fn) == ["linear", "relu", "relu"]
+    finally:
+        backend.set_mode("numpy")
+    np.testing.assert_allclose(probs["numpy"], probs["py"], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_conv_bias_relu_trains_like_py_mode():
+    """Training graph: the unpooled layers fuse (the pooled one cannot), same SGD steps."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 5, 1, 11, 11)).astype(np.float32)
+    losses, weights = {}, {}
+    try:
+        for mode in ("numpy", "py"):
+            backend.set_mode(mode)
+            cnn = _fusion_net(mfp=False)
+            y = np.random.default_rng(1).integers(0, 2, (1, *cnn.output_shape[2:]))
+            cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
+            losses[mode] = [float(cnn.trainingStep(x, y.astype(np.int16), mode="SGD")[0])
+                            for _ in range(3)]
+            weights[mode] = cnn.layers[0].W.get_value()
+            if mode == "numpy":
+                assert _fused_activations(cnn.SGD.step) == ["linear", "relu"]
+    finally:
+        backend.set_mode("numpy")
+    np.testing.assert_allclose(losses["numpy"], losses["py"], rtol=1e-5)
+    np.testing.assert_allclose(weights["numpy"], weights["py"], rtol=1e-4, atol=1e-6)

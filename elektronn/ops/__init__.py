@@ -4,11 +4,21 @@ Layout convention: ``(batch, channels, *spatial)``; pooling and MFP act on the t
 Every Op validates its inputs (``ValueError`` naming the argument), infers shapes, has a
 gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  Convolution, pooling and
 MFP run on compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch``
-registers JAX implementations of every Op for PyTensor's JAX mode (GPU).
+registers JAX implementations of every Op for PyTensor's JAX mode (GPU).  In the default
+``"numpy"`` mode, :mod:`elektronn.ops.fusion` moves a conv layer's bias and relu into its
+convolution after differentiation (:class:`ConvBiasAct`, the one Op without a gradient).
 """
 
 from elektronn import backend  # noqa: F401  (configures PyTensor before any Op is built)
-from elektronn.ops.conv import Conv, ConvGradInput, ConvGradWeights, conv, conv2d, conv3d
+from elektronn.ops.conv import (
+    Conv,
+    ConvBiasAct,
+    ConvGradInput,
+    ConvGradWeights,
+    conv,
+    conv2d,
+    conv3d,
+)
 from elektronn.ops.mfp import (
     DenseToFragments,
     FragmentsToDense,
@@ -22,6 +32,7 @@ from elektronn.ops.pool import Pool, PoolGrad, maxout, pool
 
 __all__ = [
     "Conv",
+    "ConvBiasAct",
     "ConvGradInput",
     "ConvGradWeights",
     "conv",

@@ -92,10 +92,24 @@ static long out_index(const geom *g, long gp, long *ex, long *left)
     return idx;
 }
 
+/* y[i] = t[i] + b for i < cnt, then max(y[i], 0) when relu (NaN stays NaN, as in numpy's
+ * t * (t > 0)); plain loops, which the compiler vectorises. */
+static inline void store_row(float *y, const float *t, long cnt, float b, int relu)
+{
+    if (relu)
+        for (long i = 0; i < cnt; i++) {
+            const float v = t[i] + b;
+            y[i] = v < 0.0f ? 0.0f : v;
+        }
+    else
+        for (long i = 0; i < cnt; i++) y[i] = t[i] + b;
+}
+
 /* Store the results of grid positions [g0, g0 + len) for output channels o0 .. o0 + no - 1
- * (row j of tmp, ldt floats apart, holds channel o0 + j) into y, one row segment at a time. */
+ * (row j of tmp, ldt floats apart, holds channel o0 + j) into y, one row segment at a time,
+ * adding bias[o0 + j] (bias may be NULL: none) and applying relu if asked. */
 static void scatter(const geom *g, const float *tmp, int ldt, int no, float *y, int oc, int o0,
-                    long g0, long len)
+                    long g0, long len, const float *bias, int relu)
 {
     const long ow = g->odims[g->nd - 1], w = g->dims[g->nd - 1];
     for (long gp = g0; gp < g0 + len;) {
@@ -108,7 +122,8 @@ static void scatter(const geom *g, const float *tmp, int ldt, int no, float *y, 
             float *yo = y + (ex * oc + o0) * g->OP + idx;
             const float *t = tmp + (gp - g0);
             for (int j = 0; j < no; j++)
-                memcpy(yo + j * g->OP, t + (long)j * ldt, sizeof(float) * (size_t)cnt);
+                store_row(yo + j * g->OP, t + (long)j * ldt, cnt, bias ? bias[o0 + j] : 0.0f,
+                          relu);
         }
         gp += seg;
     }
@@ -187,10 +202,12 @@ static int may_be_nonzero(long s, long len, long lead, long P, long band)
  * Where x is zero except for the first band positions of each plane, counted from lead (the
  * embedded gradient of conv_grad_input: band covers its output slices), a position block skips
  * the taps that read only zeros (band = P: nothing is skipped).
+ * Each stored value gets bias[o] added (bias: oc floats, or NULL for none) and is then clamped
+ * at 0 when relu is set.
  * wpack: scratch of (oc + OBW) * ic * nk floats. */
-void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, int ic, int oc,
-              long xs, int nk, const long *offs, long n, int nd, const long *dims,
-              const long *odims, long lead, long band)
+void corr_fwd(const float *x, const float *w, const float *bias, int relu, float *y, float *wpack,
+              int bs, int ic, int oc, long xs, int nk, const long *offs, long n, int nd,
+              const long *dims, const long *odims, long lead, long band)
 {
     const geom gm = make_geom(nd, dims, odims);
     const int wd = wide(oc), ob_size = wd ? OBW : OB, pb = corr_block(oc);
@@ -238,7 +255,7 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
         else
             corr_block_fma(OB, NV, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
         const int no = oc - ob * ob_size < ob_size ? oc - ob * ob_size : ob_size;
-        scatter(&gm, tmp, pb, no, y, oc, ob * ob_size, b * gm.P + p, pb);
+        scatter(&gm, tmp, pb, no, y, oc, ob * ob_size, b * gm.P + p, pb, bias, relu);
     }
     if (nfull)
         return;
@@ -255,7 +272,7 @@ void corr_fwd(const float *x, const float *w, float *y, float *wpack, int bs, in
                 for (int c = 0; c < ic; c++)
                     for (int k = 0; k < nk; k++)
                         s += w[((long)o * ic + c) * nk + k] * xb[(long)c * xs + p + offs[k]];
-                y[(ex * oc + o) * gm.OP + idx] = s;
+                store_row(y + (ex * oc + o) * gm.OP + idx, &s, 1, bias ? bias[o] : 0.0f, relu);
             }
         }
     }

@@ -72,7 +72,9 @@ def _build(cc):
     arrays, sizes = [ctypes.c_void_p] * 4, [ctypes.c_int] * 3
     taps = [ctypes.c_void_p, ctypes.c_long]  # offsets, computed positions
     grid = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]  # ndim, dims, odims
-    lib.corr_fwd.argtypes = arrays + sizes + [ctypes.c_long, ctypes.c_int] + taps + grid
+    bias_relu = [ctypes.c_void_p, ctypes.c_int]  # after x, w; before y, wpack
+    lib.corr_fwd.argtypes = arrays[:2] + bias_relu + arrays[2:] + sizes
+    lib.corr_fwd.argtypes += [ctypes.c_long, ctypes.c_int] + taps + grid
     lib.corr_fwd.argtypes += [ctypes.c_long] * 2  # lead, band
     lib.corr_gradw.argtypes = arrays + sizes + [ctypes.c_long] * 2 + [ctypes.c_int] + taps
     lib.embed.argtypes = [ctypes.c_void_p] * 2 + sizes + [ctypes.c_long] * 2 + grid
@@ -200,31 +202,57 @@ def _embed(lib, g, spatial, lead, merged, aligned=False):
     return buf.reshape((1 if merged else bs, c, length))
 
 
-def _corr_fwd(lib, x, w, y, offs, n, dims, odims, lead=0, band=None):
+def _corr_fwd(lib, x, w, y, offs, n, dims, odims, lead=0, band=None, b=None, relu=False):
     """Call ``corr_fwd``: ``x (nb, ic, xs)`` against ``w (oc, ic, *kernel)`` into ``y``.
 
     ``n`` positions are computed per example of ``x`` (``nb`` is 1 when the examples lie side
     by side); ``y (bs, oc, *odims)`` receives those whose coordinates on the grid ``dims``
     are inside ``odims`` (see ``geom`` in ``_conv_kernels.c``).  When ``x`` is zero except for
     the first ``band`` positions of each plane after ``lead``, taps that read only zeros are
-    skipped (``band=None``: nothing is zero).
+    skipped (``band=None``: nothing is zero).  The stored values get the float32 bias ``b``
+    (``(oc,)``, C-contiguous; ``None``: none) added per output channel, then ``relu``.
     """
     nb, ic, xs = x.shape
     oc = w.shape[0]
     wpack = np.empty((oc + 16) * ic * len(offs), dtype=np.float32)
     plane = math.prod(dims)
     dims, odims = _dims(tuple(dims), tuple(odims))
-    lib.corr_fwd(_ptr(x), _ptr(w), _ptr(y), _ptr(wpack), nb, ic, oc, xs, len(offs), _ptr(offs),
-                 n, len(dims), _ptr(dims), _ptr(odims), lead, plane if band is None else band)
+    lib.corr_fwd(_ptr(x), _ptr(w), None if b is None else _ptr(b), int(relu), _ptr(y),
+                 _ptr(wpack), nb, ic, oc, xs, len(offs), _ptr(offs), n, len(dims), _ptr(dims),
+                 _ptr(odims), lead, plane if band is None else band)
 
 
-def corr(x, w):
-    """Valid cross-correlation ``y[n,o,p] = sum_{c,k} w[o,c,k] x[n,c,p+k]`` (float32)."""
+def corr(x, w, b=None, relu=False):
+    """Valid cross-correlation ``y[n,o,p] = sum_{c,k} w[o,c,k] x[n,c,p+k]`` (float32).
+
+    Parameters
+    ----------
+    x : ndarray
+        ``(batch, in_channels, *spatial)``.
+    w : ndarray
+        ``(out_channels, in_channels, *kernel)``.
+    b : ndarray, optional
+        ``(out_channels,)``: added to every output of channel ``o`` (``y[n,o,p] += b[o]``).
+    relu : bool
+        Then replace negative outputs by 0 (NaN stays NaN).
+
+    Returns
+    -------
+    ndarray
+        ``(batch, out_channels, *(spatial - kernel + 1))`` float32.
+    """
     lib = kernel_library()
     if lib is None:
-        return reference.corr(x, w)
+        y = reference.corr(x, w)
+        if b is not None:
+            y += np.asarray(b, dtype=np.float32).reshape((-1,) + (1,) * (y.ndim - 2))
+        return np.maximum(y, 0, out=y) if relu else y
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
+    if b is not None:
+        b = np.ascontiguousarray(b, dtype=np.float32)
+        if b.shape != w.shape[:1]:
+            raise ValueError(f"bias of shape {b.shape} does not match filters {w.shape}")
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc, ksh = w.shape[0], tuple(int(k) for k in w.shape[2:])
     offs, plane, n = _grid(tuple(sp), ksh)
@@ -232,7 +260,7 @@ def corr(x, w):
         x, n = _merge_batch(x), bs * plane - int(offs[-1])
     osp = tuple(s - k + 1 for s, k in zip(sp, ksh))
     y = np.empty((bs, oc) + osp, dtype=np.float32)
-    _corr_fwd(lib, x.reshape(x.shape[0], ic, -1), w, y, offs, n, sp, osp)
+    _corr_fwd(lib, x.reshape(x.shape[0], ic, -1), w, y, offs, n, sp, osp, b=b, relu=relu)
     return y
 
 

@@ -5,17 +5,22 @@ All three Ops use the layout ``x: (batch, in_channels, *spatial)`` and
 flipped in every spatial axis, as Theano's ``conv2d`` and ``conv3d2d`` did, so parameter
 files of ELEKTRONN 1.0 give the same outputs.  The three Ops are closed under
 differentiation: the gradient of each is expressed with the other two.
+
+:class:`ConvBiasAct` is the convolution with the bias and activation of a layer applied as
+its results are stored; the ``"numpy"`` mode substitutes it for ``conv + bias`` (and a relu)
+after gradients were taken (see :mod:`elektronn.ops.fusion`).
 """
 
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
 from elektronn.ops import _kernels
 from elektronn.ops._common import as_float32, check_ndim
 
-__all__ = ["Conv", "ConvGradInput", "ConvGradWeights", "conv", "conv2d", "conv3d"]
+__all__ = ["Conv", "ConvBiasAct", "ConvGradInput", "ConvGradWeights", "conv", "conv2d", "conv3d"]
 
 
 def _flip(w, nd):
@@ -37,31 +42,42 @@ def _spatial_out(name, size, kname, k, sign):
     return out
 
 
+def _conv_inputs(x, w):
+    """Check the inputs of a convolution; return them as float32 tensors and the output type."""
+    x = as_float32(x, "input")
+    w = as_float32(w, "filters")
+    check_ndim(x, "input", min_ndim=3, layout="(batch, channels, *spatial)")
+    check_ndim(w, "filters", ndim=x.ndim, layout="(out_channels, in_channels, *kernel)")
+    _check_channels("input", x.type.shape[1], "filters", w.type.shape[1])
+    spatial = [
+        _spatial_out(f"input axis {2 + d}", s, f"filter axis {2 + d}", k, -1)
+        for d, (s, k) in enumerate(zip(x.type.shape[2:], w.type.shape[2:]))
+    ]
+    out = pt.tensor(dtype="float32", shape=(x.type.shape[0], w.type.shape[0], *spatial))
+    return x, w, out
+
+
+def _check_fit(x, w):
+    """Raise a ``ValueError`` unless the filters ``w`` fit the input ``x`` (numpy arrays)."""
+    if x.shape[1] != w.shape[1] or any(k > s for s, k in zip(x.shape[2:], w.shape[2:])):
+        raise ValueError(
+            f"filters of shape {w.shape} do not fit input of shape {x.shape}: channels must "
+            "match and every kernel axis must be at most the input axis"
+        )
+
+
 class Conv(Op):
     """``conv(x, w)[n, o, p] = sum_{c, k} w[o, c, K-1-k] * x[n, c, p + k]`` (valid mode)."""
 
     __props__ = ()
 
     def make_node(self, x, w):
-        x = as_float32(x, "input")
-        w = as_float32(w, "filters")
-        check_ndim(x, "input", min_ndim=3, layout="(batch, channels, *spatial)")
-        check_ndim(w, "filters", ndim=x.ndim, layout="(out_channels, in_channels, *kernel)")
-        _check_channels("input", x.type.shape[1], "filters", w.type.shape[1])
-        spatial = [
-            _spatial_out(f"input axis {2 + d}", s, f"filter axis {2 + d}", k, -1)
-            for d, (s, k) in enumerate(zip(x.type.shape[2:], w.type.shape[2:]))
-        ]
-        out = pt.tensor(dtype="float32", shape=(x.type.shape[0], w.type.shape[0], *spatial))
+        x, w, out = _conv_inputs(x, w)
         return Apply(self, [x, w], [out])
 
     def perform(self, node, inputs, output_storage):
         x, w = inputs
-        if x.shape[1] != w.shape[1] or any(k > s for s, k in zip(x.shape[2:], w.shape[2:])):
-            raise ValueError(
-                f"filters of shape {w.shape} do not fit input of shape {x.shape}: channels must "
-                "match and every kernel axis must be at most the input axis"
-            )
+        _check_fit(x, w)
         output_storage[0][0] = _kernels.corr(x, _flip(w, x.ndim - 2))
 
     def infer_shape(self, fgraph, node, shapes):
@@ -72,6 +88,61 @@ class Conv(Op):
         x, w = inputs
         (g,) = cotangents
         return [ConvGradInput()(g, w), ConvGradWeights()(x, g)]
+
+
+class ConvBiasAct(Op):
+    """``act(conv(x, w) + b[o])``: :class:`Conv` with a per-channel bias and an activation.
+
+    The bias is added and the activation applied as the kernel stores each result, which saves
+    the separate passes over the output of ``conv(x, w) + b.dimshuffle("x", 0, "x", ...)`` and
+    of the relu ``t * (t > 0)``.
+
+    Parameters
+    ----------
+    activation : {"linear", "relu"}
+        ``"relu"`` replaces negative results by 0 (NaN stays NaN).
+
+    Notes
+    -----
+    Only created by the ``"numpy"`` mode's rewrites (:mod:`elektronn.ops.fusion`), which run
+    after gradients were taken; it has no gradient (``grad_not_implemented``).
+    """
+
+    __props__ = ("activation",)
+    ACTIVATIONS = ("linear", "relu")
+
+    def __init__(self, activation="linear"):
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {self.ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+
+    def make_node(self, x, w, b):
+        x, w, out = _conv_inputs(x, w)
+        b = as_float32(b, "bias")
+        check_ndim(b, "bias", ndim=1, layout="(out_channels,)")
+        oc, nb = w.type.shape[0], b.type.shape[0]
+        if oc is not None and nb is not None and oc != nb:
+            raise ValueError(f"bias has {nb} entries but the filters have {oc} output channels")
+        if out.type.shape[1] is None:  # the bias may know the number of output channels
+            out = pt.tensor(dtype="float32", shape=(*out.type.shape[:1], b.type.shape[0],
+                                                    *out.type.shape[2:]))
+        return Apply(self, [x, w, b], [out])
+
+    def perform(self, node, inputs, output_storage):
+        x, w, b = inputs
+        _check_fit(x, w)
+        if b.shape != w.shape[:1]:
+            raise ValueError(f"bias of shape {b.shape} does not match filters of shape {w.shape}")
+        output_storage[0][0] = _kernels.corr(
+            x, _flip(w, x.ndim - 2), b, relu=self.activation == "relu")
+
+    def infer_shape(self, fgraph, node, shapes):
+        xs, ws, _ = shapes
+        return [(xs[0], ws[0], *(s - k + 1 for s, k in zip(xs[2:], ws[2:])))]
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, i, v, "only created after differentiation")
+                for i, v in enumerate(inputs)]
 
 
 class ConvGradInput(Op):
