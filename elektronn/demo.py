@@ -14,7 +14,7 @@ Run ``elektronn-demo`` (or ``python -m elektronn.demo``).  The demo
    the prediction speed and the run time, and writes ``prediction.h5``, ``demo.png``,
    ``metrics.json`` and the parameter file ``demo-cnn.param`` to the output folder.
 
-The default run takes about 1.5 minutes on two free CPU cores (membrane F1 about 0.89 on the
+The default run takes about a minute on two free CPU cores (membrane F1 about 0.89 on the
 held-out volume); ``--quick`` runs a tiny version in seconds (for tests).
 """
 
