@@ -154,14 +154,16 @@ def _numpy_mode():
 
     Each elementwise node then runs as one numpy ufunc (a fused ``Composite`` or a variadic
     ``add``/``mul`` would fall back to a Python-level ``np.frompyfunc`` loop, so variadic sums
-    and products are split into binary ones), and in-place elementwise rewrites are skipped
-    (numpy would compute into a new array and copy it back).  After the split, a conv layer's
+    and products are split into binary ones, and casts call the numpy scalar type, e.g.
+    ``np.float32(x)``, where PyTensor would call a Python function per element), and in-place
+    elementwise rewrites are skipped (numpy would compute into a new array and copy it back).
+    After the split, a conv layer's
     bias and relu move into its convolution kernel (:mod:`elektronn.ops.fusion`).
     """
     from pytensor.compile.mode import Mode
     from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
     from pytensor.link.vm import VMLinker
-    from pytensor.scalar import Add, Mul
+    from pytensor.scalar import Add, Cast, Mul
     from pytensor.tensor.elemwise import Elemwise
 
     from elektronn.ops.fusion import fuse_conv_bias, fuse_conv_relu
@@ -178,9 +180,17 @@ def _numpy_mode():
             return None
         return [out]
 
+    @node_rewriter([Elemwise])
+    def cast_with_numpy(fgraph, node):
+        if not isinstance(node.op.scalar_op, Cast) or node.op.nfunc_spec is not None:
+            return None
+        return [Elemwise(node.op.scalar_op, nfunc_spec=(node.outputs[0].dtype, 1, 1))(
+            *node.inputs)]
+
     linker = VMLinker(use_cloop=False, c_thunks=False)
     mode = Mode(linker=linker, optimizer="fast_run").excluding(
         *_EXCLUDED, "fusion", "inplace_elemwise_optimizer")
     return mode.register((dfs_rewriter(split_variadic_add_mul), 49.5),
+                         (dfs_rewriter(cast_with_numpy), 49.55),
                          (dfs_rewriter(fuse_conv_bias), 49.6),
                          (dfs_rewriter(fuse_conv_relu), 49.7))

@@ -5,7 +5,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from pytensor.compile.builders import OpFromGraph
-from pytensor.scalar import Add, Composite, Mul
+from pytensor.scalar import Add, Cast, Composite, Mul
 from pytensor.tensor.elemwise import Elemwise
 
 from elektronn import backend
@@ -197,3 +197,21 @@ def test_fused_conv_bias_relu_trains_like_py_mode():
         backend.set_mode("numpy")
     np.testing.assert_allclose(losses["numpy"], losses["py"], rtol=1e-5)
     np.testing.assert_allclose(weights["numpy"], weights["py"], rtol=1e-4, atol=1e-6)
+
+
+def test_numpy_mode_casts_with_numpy():
+    """Casts run as one numpy call (PyTensor's Cast has no ufunc: one Python call per element)."""
+    x = pt.matrix("x", dtype="int16")
+    y = pt.matrix("y", dtype="float32")
+    outs = [pt.cast(pt.eq(x, 1), "float32"), pt.cast(y, "float64"), pt.cast(y, "int8"),
+            pt.cast(y, "bool"), pt.cast(y.sum(), "int32")]
+    f, nodes = compiled_nodes([x, y], outs, "numpy")
+    casts = [n for n in nodes if isinstance(n.op, Elemwise) and isinstance(n.op.scalar_op, Cast)]
+    assert len(casts) == 5 and all(n.op.nfunc_spec is not None for n in casts)
+    rng = np.random.default_rng(0)
+    xv = rng.integers(0, 3, (20, 30)).astype(np.int16)
+    yv = (rng.normal(size=(20, 30)) * 3).astype(np.float32)
+    expected = pytensor.function([x, y], outs, mode=backend.get_mode("py"))(xv, yv)
+    for got, want in zip(f(xv, yv), expected, strict=True):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
