@@ -28,3 +28,18 @@ def c_kernels():
     if lib is None:
         pytest.skip("C kernels unavailable")
     return lib
+
+
+def assert_numpy_fallback_matches(f, x, monkeypatch):
+    """``f(x)`` gives the same arrays after the C library is made unavailable."""
+    fast = f(x)
+    asked = []
+
+    def no_library():
+        asked.append(True)
+        return None
+
+    monkeypatch.setattr(_kernels, "kernel_library", no_library)
+    for got, want in zip(f(x), fast, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert asked, "the numpy fallback was not consulted"
