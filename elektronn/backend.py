@@ -15,7 +15,7 @@ Modes
     PyTensor's graph rewrites, then every node runs as Python/numpy (elementwise nodes as single
     numpy ufuncs, matrix products through numpy's BLAS) and elektronn's convolution, pooling
     and MFP kernels as compiled C with OpenMP.  Nothing is compiled per graph: a new net is
-    ready in about 1.5 s (3.5 s the very first time on a machine, when the kernels are built).
+    ready in under a second (2-3 s the first time on a machine, when the kernels are built).
 ``"c"``
     PyTensor's C linker (``cvm``): fused elementwise loops compiled to C.  The first use of
     each new node kind compiles a C module (45 for the MNIST example net, ~45 s with an empty
@@ -33,9 +33,9 @@ Choose with ``elektronn.backend.set_mode("jax")`` before compiling a net, or wit
 environment variable ``ELEKTRONN_MODE``.
 
 Measured on a 2-core machine (``python benchmarks/run_all.py``, fresh processes): the MNIST
-example net (batch 4) was built, compiled and had taken its first SGD step after 3.5 s with an
-empty cache and 1.5 s with a warm one in ``"numpy"`` mode, against 45 s and ~2 s with the C
-linker; a training step of batch 64 took 19 ms (``"c"``: 43 ms) on the loaded machine.
+example net (batch 4) was built, compiled and had taken its first SGD step after 2.3 s with an
+empty cache and 0.6 s with a warm one in ``"numpy"`` mode, against 45 s and ~2 s with the C
+linker; see ``docs/performance.md`` for the step times.
 """
 
 import ctypes
