@@ -150,47 +150,19 @@ linker on its first call, which cost ~16 s of a cold compile; the plain graph fu
 
 @functools.cache
 def _numpy_mode():
-    """The ``"numpy"`` mode: every rewrite of ``fast_run`` except Elemwise fusion, Python thunks.
+    """The ``"numpy"`` mode: PyTensor's ``fast_run`` rewrites, then Python thunks.
 
-    Each elementwise node then runs as one numpy ufunc (a fused ``Composite`` or a variadic
-    ``add``/``mul`` would fall back to a Python-level ``np.frompyfunc`` loop, so variadic sums
-    and products are split into binary ones, and casts call the numpy scalar type, e.g.
-    ``np.float32(x)``, where PyTensor would call a Python function per element), and in-place
-    elementwise rewrites are skipped (numpy would compute into a new array and copy it back).
-    After the split, a conv layer's
-    bias and relu move into its convolution kernel (:mod:`elektronn.ops.fusion`).
+    Elemwise fusion is off (a fused ``Composite`` would run as a Python loop over the elements)
+    and so are in-place elementwise rewrites (numpy would compute into a new array and copy it
+    back); :mod:`elektronn.ops.numpy_mode` keeps every elementwise node on one numpy ufunc and
+    moves conv layers' bias and relu into their convolution (:mod:`elektronn.ops.fusion`).
     """
     from pytensor.compile.mode import Mode
-    from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
     from pytensor.link.vm import VMLinker
-    from pytensor.scalar import Add, Cast, Mul
-    from pytensor.tensor.elemwise import Elemwise
 
-    from elektronn.ops.fusion import fuse_conv_bias, fuse_conv_relu
-
-    @node_rewriter([Elemwise])
-    def split_variadic_add_mul(fgraph, node):
-        if not isinstance(node.op.scalar_op, Add | Mul) or len(node.inputs) <= 2:
-            return None
-        binary = Elemwise(type(node.op.scalar_op)(node.op.scalar_op.output_types_preference))
-        out = node.inputs[0]
-        for term in node.inputs[1:]:
-            out = binary(out, term)
-        if out.type != node.outputs[0].type:
-            return None
-        return [out]
-
-    @node_rewriter([Elemwise])
-    def cast_with_numpy(fgraph, node):
-        if not isinstance(node.op.scalar_op, Cast) or node.op.nfunc_spec is not None:
-            return None
-        return [Elemwise(node.op.scalar_op, nfunc_spec=(node.outputs[0].dtype, 1, 1))(
-            *node.inputs)]
+    from elektronn.ops.numpy_mode import REWRITES
 
     linker = VMLinker(use_cloop=False, c_thunks=False)
     mode = Mode(linker=linker, optimizer="fast_run").excluding(
         *_EXCLUDED, "fusion", "inplace_elemwise_optimizer")
-    return mode.register((dfs_rewriter(split_variadic_add_mul), 49.5),
-                         (dfs_rewriter(cast_with_numpy), 49.55),
-                         (dfs_rewriter(fuse_conv_bias), 49.6),
-                         (dfs_rewriter(fuse_conv_relu), 49.7))
+    return mode.register(*REWRITES)
