@@ -11,6 +11,7 @@
  * compiles to AVX-512, AVX2 or SSE depending on -march.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef VW
@@ -39,10 +40,9 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
  * than the narrow one. */
 static int wide(int oc) { return (oc + OBW - 1) / OBW * OBW == (oc + OB - 1) / OB * OB; }
 
-/* Positions per register block of corr_fwd for oc output channels, and per vector
- * (corr_gradw): the Python side uses them to choose how to lay out small planes. */
+/* Positions per register block of corr_fwd for oc output channels: the Python side uses it
+ * to choose how to lay out small planes. */
 int corr_block(int oc) { return VW * (wide(oc) ? NVW : NV); }
-int corr_vector(void) { return VW; }
 
 static inline vf loadu(const float *p) { return *(const vfu *)p; }
 static inline void storeu(float *p, vf v) { *(vfu *)p = v; }
@@ -278,88 +278,146 @@ void corr_fwd(const float *x, const float *w, const float *bias, int relu, float
     }
 }
 
-#ifndef GO
-#define GO 4
-#define GQ 5
+/* The weight gradient gw[o][c][k] = sum_b sum_p g[b][o][p] * x[b][c][p + offs[k]] has the
+ * output channels in the vector lanes: a chunk of g is first transposed to position-major
+ * order, t[p][o] (gather_t), so that one aligned load gives VW output channels at position p,
+ * and each (channel, tap) pair q = c * nk + k contributes the broadcast of one input value
+ * x[b][c][p + offs[k]].  A register block of ov vectors of output channels by GRADW_NQ(ov)
+ * pairs q keeps 24 or fewer accumulators over the chunk: per position ov + nq loads feed
+ * ov * nq FMAs, and no lane ever needs a horizontal sum. */
+#define GRADW_OV 4                                  /* largest output vectors per block */
+#define GRADW_NQ(ov) ((ov) <= 2 ? 12 : (ov) == 3 ? 8 : 6)
+#define GRADW_NQ_MAX 12
+#ifndef GRADW_CHUNK_BYTES
+#define GRADW_CHUNK_BYTES 131072                    /* of transposed g per chunk: in L2 */
 #endif
-#ifndef CHUNK
-#define CHUNK 2048
-#endif
+#define GRADW_SEGMENTS 8                            /* most partial sums, see corr_gradw */
 
-/* gw[o][c][k] = sum_b sum_{p<n} g[b][o][p] * x[b][c][p + offs[k]].
- * x: (bs, ic, P); g: (bs, oc, gs) with zeros wherever p is not a valid output position (its
- * loads are aligned vectors when the rows are, so gs should be a multiple of VW); gw: (oc, ic,
- * nk).
- * part: scratch of (oc*ic*nk + oc) * VW floats (vector partial sums and the tail of g). */
-void corr_gradw(const float *x, const float *g, float *gw, float *part, int bs, int ic, int oc,
-                long P, long gs, int nk, const long *offs, long n)
+/* t[p - p0][o] = g[o][i] for the grid positions p in [p0, p1) of one example, where p is
+ * output i (see geom) and o < oc; 0 elsewhere.  g: (oc, OP); t: (p1 - p0, ocp).  (Scalar
+ * copies: an in-register 16 x 16 transpose measured slower, most rows being short.) */
+static void gather_t(const geom *gm, const float *g, int oc, int ocp, long p0, long p1,
+                     float *t)
 {
-    const long K = (long)ic * nk;
-    const int nqb = (int)((K + GQ - 1) / GQ);
-    const int nob = (oc + GO - 1) / GO;
-    const long nblocks = (long)nqb * nob;
-    memset(part, 0, sizeof(float) * (size_t)oc * K * VW);
-    const long nvec = n / VW;
-    const int big = (double)bs * n * K * oc > PARALLEL_MIN_FMA;
-#pragma omp parallel if (big)
-    for (int b = 0; b < bs; b++) {
-        const float *xb = x + (long)b * ic * P;
-        const float *gb = g + (long)b * oc * gs;
-        for (long c0 = 0; c0 < nvec; c0 += CHUNK / VW) {
-            const long c1 = c0 + CHUNK / VW < nvec ? c0 + CHUNK / VW : nvec;
-#pragma omp for schedule(static) nowait  /* same blocks per thread in every chunk: no barrier needed */
-            for (long blk = 0; blk < nblocks; blk++) {
-                const int qb = blk / nob, ob = blk % nob;
-                const int no = oc - ob * GO < GO ? oc - ob * GO : GO;
-                const int nq = K - (long)qb * GQ < GQ ? (int)(K - (long)qb * GQ) : GQ;
-                const float *xq[GQ];
-                for (int i = 0; i < GQ; i++) {
-                    long q = (long)qb * GQ + (i < nq ? i : 0);
-                    xq[i] = xb + (q / nk) * P + offs[q % nk];
+    const long w = gm->dims[gm->nd - 1], ow = gm->odims[gm->nd - 1];
+    memset(t, 0, sizeof(float) * (size_t)((p1 - p0) * ocp));
+    for (long p = p0; p < p1;) {
+        long ex, left;
+        const long idx = out_index(gm, p, &ex, &left);
+        const long seg = left < p1 - p ? left : p1 - p;
+        /* the row's outputs end ow - (w - left) positions after p */
+        const long cnt = idx < 0 ? 0 : seg < ow - w + left ? seg : ow - w + left;
+        float *d = t + (p - p0) * ocp;
+        for (long j = 0; j < cnt; j++)
+            for (int o = 0; o < oc; o++) d[j * ocp + o] = g[(long)o * gm->OP + idx + j];
+        p += seg;
+    }
+}
+
+/* One register block of corr_gradw over the positions of a chunk: acc[i][j] += sum_p
+ * xq[i][p] * t[p * ocp + j] for p < len, i < nq, j < VW * ov (ov, nq constants once
+ * inlined), where acc rows are ocp floats apart.  Rows i >= nreal are computed but neither
+ * loaded nor stored (their xq repeat a real row): a short last block runs the same code. */
+static inline __attribute__((always_inline)) void
+gradw_block(const int ov, const int nq, int nreal, const float *const *xq, const float *t,
+            long ocp, long len, float *acc)
+{
+    vf a[GRADW_NQ_MAX * GRADW_OV];
+    const float *x[GRADW_NQ_MAX];
+    for (int i = 0; i < nq; i++) {
+        x[i] = xq[i];
+        for (int v = 0; v < ov; v++)
+            a[i * ov + v] = i < nreal ? *(const vf *)(acc + i * ocp + v * VW) : (vf){0};
+    }
+    for (long p = 0; p < len; p++) {
+        vf gv[GRADW_OV];
+        for (int v = 0; v < ov; v++) gv[v] = *(const vf *)(t + p * ocp + v * VW);
+        for (int i = 0; i < nq; i++) {
+            const vf xv = splat(x[i] + p);
+            for (int v = 0; v < ov; v++) a[i * ov + v] += gv[v] * xv;
+        }
+    }
+    for (int i = 0; i < nreal; i++)
+        for (int v = 0; v < ov; v++) *(vf *)(acc + i * ocp + v * VW) = a[i * ov + v];
+}
+
+/* Floats of scratch corr_gradw needs for K = ic * nk (channel, tap) pairs (see acc there). */
+long corr_gradw_scratch(long K, int ocp)
+{
+    return GRADW_SEGMENTS * (K * ocp + GRADW_CHUNK_BYTES / 4);
+}
+
+/* gw[o][c][k] = sum_b sum_{p<n} g[b][o][p] * x[b][c][p + offs[k]], where grid position p
+ * (of the grid dims) is output i of g (see geom).
+ * x: (bs, ic, P); g: (bs, oc, prod(odims)); gw: (oc, ic, nk); ocp: oc rounded up to a
+ * multiple of VW.  acc: scratch of GRADW_SEGMENTS * (ic * nk * ocp + GRADW_CHUNK_BYTES / 4)
+ * floats, 64-byte aligned: the partial sums, then one buffer of transposed g per segment.
+ * The (example, chunk) pairs are split into at most GRADW_SEGMENTS contiguous segments, in
+ * parallel; each sums its positions in order into its own (c * nk + k, o) array, and the
+ * segments are added in order at the end: the result does not depend on the number of
+ * threads. */
+void corr_gradw(const float *x, const float *g, float *gw, float *acc, int bs, int ic, int oc,
+                int ocp, int nd, const long *dims, const long *odims, int nk, const long *offs)
+{
+    const geom gm = make_geom(nd, dims, odims);
+    const long K = (long)ic * nk, n = gm.P - offs[nk - 1];
+    /* output-channel blocks: ocp / VW vectors split as evenly as possible into blocks of at
+     * most GRADW_OV; each has its own number of q blocks (jobs) */
+    const int ocv = ocp / VW, nob = (ocv + GRADW_OV - 1) / GRADW_OV;
+    int ov[nob], v0[nob];
+    long job0[nob + 1];
+    job0[0] = 0;
+    for (int ob = 0; ob < nob; ob++) {
+        ov[ob] = ocv / nob + (ob < ocv % nob);
+        v0[ob] = ob ? v0[ob - 1] + ov[ob - 1] : 0;
+        job0[ob + 1] = job0[ob] + (K + GRADW_NQ(ov[ob]) - 1) / GRADW_NQ(ov[ob]);
+    }
+    const long chunk = GRADW_CHUNK_BYTES / (4 * ocp);
+    const long per_ex = (n + chunk - 1) / chunk, items = bs * per_ex;
+    const int nseg = items < GRADW_SEGMENTS ? (int)items : GRADW_SEGMENTS;
+    memset(acc, 0, sizeof(float) * (size_t)(nseg * K * ocp));
+    float *tbuf = acc + (long)GRADW_SEGMENTS * K * ocp;  /* 64-byte aligned: K * ocp % 16 == 0 */
+    const int big = (double)bs * n * K * ocp > PARALLEL_MIN_FMA;
+#pragma omp parallel for schedule(static) if (big)
+    for (int s = 0; s < nseg; s++) {
+        float *t = tbuf + s * (GRADW_CHUNK_BYTES / 4);
+        for (long it = items * s / nseg; it < items * (s + 1) / nseg; it++) {
+            const long b = it / per_ex, p0 = it % per_ex * chunk;
+            const long len = n - p0 < chunk ? n - p0 : chunk;
+            gather_t(&gm, g + b * oc * gm.OP, oc, ocp, p0, p0 + len, t);
+            const float *xb = x + b * ic * gm.P + p0;
+            for (long job = 0; job < job0[nob]; job++) {
+                int ob = 0;
+                while (job >= job0[ob + 1]) ob++;
+                const int nq = GRADW_NQ(ov[ob]);
+                const long q0 = (job - job0[ob]) * nq;
+                const int nreal = K - q0 < nq ? (int)(K - q0) : nq;
+                const float *xq[GRADW_NQ_MAX];
+                for (int i = 0; i < nq; i++) {
+                    const long q = q0 + (i < nreal ? i : 0);
+                    xq[i] = xb + (q / nk) * gm.P + offs[q % nk];
                 }
-                const float *go[GO];
-                for (int j = 0; j < GO; j++) go[j] = gb + (long)(ob * GO + (j < no ? j : 0)) * gs;
-                vf acc[GO][GQ];
-                for (int j = 0; j < GO; j++)
-                    for (int i = 0; i < GQ; i++) acc[j][i] = (vf){0};
-                for (long v = c0; v < c1; v++) {
-                    vf xv[GQ], gv[GO];
-                    for (int i = 0; i < GQ; i++) xv[i] = loadu(xq[i] + v * VW);
-                    for (int j = 0; j < GO; j++) gv[j] = loadu(go[j] + v * VW);
-                    for (int j = 0; j < GO; j++)
-                        for (int i = 0; i < GQ; i++) acc[j][i] += gv[j] * xv[i];
+                const float *tb = t + v0[ob] * VW;
+                float *a = acc + (s * K + q0) * ocp + v0[ob] * VW;
+                /* a last block of at most half the pairs runs a half-size block */
+                const int half = 2 * nreal <= nq;
+                switch (ov[ob] * 2 - half) {
+                case 1: gradw_block(1, GRADW_NQ(1) / 2, nreal, xq, tb, ocp, len, a); break;
+                case 2: gradw_block(1, GRADW_NQ(1), nreal, xq, tb, ocp, len, a); break;
+                case 3: gradw_block(2, GRADW_NQ(2) / 2, nreal, xq, tb, ocp, len, a); break;
+                case 4: gradw_block(2, GRADW_NQ(2), nreal, xq, tb, ocp, len, a); break;
+                case 5: gradw_block(3, GRADW_NQ(3) / 2, nreal, xq, tb, ocp, len, a); break;
+                case 6: gradw_block(3, GRADW_NQ(3), nreal, xq, tb, ocp, len, a); break;
+                case 7: gradw_block(4, GRADW_NQ(4) / 2, nreal, xq, tb, ocp, len, a); break;
+                default: gradw_block(4, GRADW_NQ(4), nreal, xq, tb, ocp, len, a); break;
                 }
-                for (int j = 0; j < no; j++)
-                    for (int i = 0; i < nq; i++) {
-                        float *pp = part + ((long)(ob * GO + j) * K + (long)qb * GQ + i) * VW;
-                        storeu(pp, loadu(pp) + acc[j][i]);
-                    }
             }
         }
     }
-    /* the positions past the last full vector, as one vector padded with zeros (the padded
-     * lanes are not read: they may lie past the end of x) */
-    const long t0 = nvec * VW;
-    float *gt = part + (long)oc * K * VW;
-    if (t0 < n)
-        for (int b = 0; b < bs; b++) {
-            for (int o = 0; o < oc; o++)
-                for (int l = 0; l < VW; l++)
-                    gt[o * VW + l] = t0 + l < n ? g[((long)b * oc + o) * gs + t0 + l] : 0.0f;
-            for (long q = 0; q < K; q++) {
-                const float *xq = x + ((long)b * ic + q / nk) * P + t0 + offs[q % nk];
-                float xt[VW];
-                for (int l = 0; l < VW; l++) xt[l] = t0 + l < n ? xq[l] : 0.0f;
-                const vf xv = loadu(xt);
-                for (int o = 0; o < oc; o++) {
-                    float *pp = part + ((long)o * K + q) * VW;
-                    storeu(pp, loadu(pp) + loadu(gt + o * VW) * xv);
-                }
-            }
+    for (int o = 0; o < oc; o++)
+        for (long q = 0; q < K; q++) {
+            float sum = 0.0f;
+            for (int s = 0; s < nseg; s++) sum += acc[(s * K + q) * ocp + o];
+            gw[o * K + q] = sum;
         }
-    for (long i = 0; i < (long)oc * K; i++) {
-        float s = 0.0f;
-        for (int l = 0; l < VW; l++) s += part[i * VW + l];
-        gw[i] = s;
-    }
 }

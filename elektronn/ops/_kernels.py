@@ -76,9 +76,12 @@ def _build(cc):
     lib.corr_fwd.argtypes = arrays[:2] + bias_relu + arrays[2:] + sizes
     lib.corr_fwd.argtypes += [ctypes.c_long, ctypes.c_int] + taps + grid
     lib.corr_fwd.argtypes += [ctypes.c_long] * 2  # lead, band
-    lib.corr_gradw.argtypes = arrays + sizes + [ctypes.c_long] * 2 + [ctypes.c_int] + taps
+    lib.corr_gradw.argtypes = arrays + sizes + [ctypes.c_int] + grid + [ctypes.c_int]
+    lib.corr_gradw.argtypes += taps[:1]
     lib.embed.argtypes = [ctypes.c_void_p] * 2 + sizes + [ctypes.c_long] * 2 + grid
     lib.corr_fwd.restype = lib.corr_gradw.restype = None
+    lib.corr_gradw_scratch.argtypes = [ctypes.c_long, ctypes.c_int]
+    lib.corr_gradw_scratch.restype = ctypes.c_long
     lib.corr_block.argtypes = [ctypes.c_int]
     lib.embed.restype = None
     geometry = [ctypes.POINTER(ctypes.c_long)] * 3  # shape, stride, ws
@@ -137,21 +140,20 @@ def _ptr(a):
     return a.ctypes.data_as(ctypes.c_void_p)
 
 
-def _merged(bs, plane, last_offset, block, shifted_tail):
+def _merged(bs, plane, last_offset, block):
     """Whether to process the examples as one long plane (see :func:`_merge_batch`).
 
-    The kernels compute positions in blocks of ``block`` on each example's flattened plane,
-    up to ``plane - last_offset``.  Positions left over after the last full block take scalar
-    code (counted ``block`` times as expensive), unless ``shifted_tail``: then the last block
-    is moved back to end at the row's end, and only rows shorter than a block are scalar.
-    Merging keeps the blocks full on small planes, but computes the positions between
+    The forward kernel computes positions in blocks of ``block`` on each example's flattened
+    plane, up to ``plane - last_offset``; the last block is moved back to end at the row's
+    end, so only rows shorter than a block take scalar code (counted ``block`` times as
+    expensive).  Merging keeps the blocks full on small planes, but computes the positions between
     examples too (all of them, where a 3-D kernel leaves output slices out), so the smaller
     amount of work decides.
     """
     if bs == 1:
         return False
     n = plane - last_offset
-    if shifted_tail and n >= block:
+    if n >= block:
         separate = bs * -(-n // block) * block
     else:
         separate = bs * (n // block + n % block) * block
@@ -164,7 +166,7 @@ def _merge_batch(a):
     return np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(1, a.shape[1], -1)
 
 
-def _embed(lib, g, spatial, lead, merged, aligned=False):
+def _embed(lib, g, spatial, lead, merged):
     """``g (bs, c, *out)`` on the flattened grid of the input ``spatial``, zero elsewhere.
 
     Parameters
@@ -179,25 +181,20 @@ def _embed(lib, g, spatial, lead, merged, aligned=False):
         Zeros in front of each row.
     merged : bool
         Lay the examples side by side in one row per channel (see :func:`_merge_batch`).
-    aligned : bool
-        Start every row on a 64-byte boundary (padding the rows), for aligned vector loads.
 
     Returns
     -------
     ndarray
         ``(bs, c, lead + prod(spatial))``, or ``(1, c, lead + bs * prod(spatial))`` when
-        ``merged``; a view of padded rows when ``aligned``.
+        ``merged``.
     """
     g = np.ascontiguousarray(g, dtype=np.float32)
     bs, c = g.shape[:2]
     plane = math.prod(spatial)
     rows, length = (c, lead + bs * plane) if merged else (bs * c, lead + plane)
-    stride = -(-length // 16) * 16 if aligned else length
-    raw = np.empty(rows * stride + 16, dtype=np.float32)
-    start = (-raw.ctypes.data % 64) // 4 if aligned else 0
-    buf = raw[start : start + rows * stride].reshape(rows, stride)[:, :length]
+    buf = np.empty((rows, length), dtype=np.float32)
     dims, odims = _dims(tuple(spatial), tuple(g.shape[2:]))
-    lib.embed(_ptr(g), _ptr(buf), bs, c, merged, lead, stride, len(dims), _ptr(dims),
+    lib.embed(_ptr(g), _ptr(buf), bs, c, merged, lead, length, len(dims), _ptr(dims),
               _ptr(odims))
     return buf.reshape((1 if merged else bs, c, length))
 
@@ -256,7 +253,7 @@ def corr(x, w, b=None, relu=False):
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc, ksh = w.shape[0], tuple(int(k) for k in w.shape[2:])
     offs, plane, n = _grid(tuple(sp), ksh)
-    if _merged(bs, plane, int(offs[-1]), lib.corr_block(oc), shifted_tail=True):
+    if _merged(bs, plane, int(offs[-1]), lib.corr_block(oc)):
         x, n = _merge_batch(x), bs * plane - int(offs[-1])
     osp = tuple(s - k + 1 for s, k in zip(sp, ksh))
     y = np.empty((bs, oc) + osp, dtype=np.float32)
@@ -279,7 +276,7 @@ def conv_grad_input(g, w):
     ksh = tuple(int(k) for k in w.shape[2:])
     sp = tuple(o + k - 1 for o, k in zip(g.shape[2:], ksh))
     offs, plane, _ = _grid(sp, ksh)
-    merged = _merged(bs, plane, 0, lib.corr_block(ic), shifted_tail=True)
+    merged = _merged(bs, plane, 0, lib.corr_block(ic))
     buf = _embed(lib, g, sp, int(offs[-1]), merged)
     gx = np.empty((bs, ic) + sp, dtype=np.float32)
     # every position is an output: a one-axis grid; g is zero past its first output slices
@@ -290,22 +287,26 @@ def conv_grad_input(g, w):
 
 
 def corr_weights(x, g, kshape):
-    """Kernel gradient of :func:`corr`: ``gw[o,c,k] = sum_{n,p} g[n,o,p] x[n,c,p+k]``."""
+    """Kernel gradient of :func:`corr`: ``gw[o,c,k] = sum_{n,p} g[n,o,p] x[n,c,p+k]``.
+
+    The C kernel keeps the output channels (padded to a multiple of 16) in its vector lanes;
+    see ``corr_gradw`` in ``_conv_kernels.c``.
+    """
     lib = kernel_library()
     if lib is None:
         return reference.corr_weights(x, g, kshape)
     x = np.ascontiguousarray(x, dtype=np.float32)
+    g = np.ascontiguousarray(g, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
-    oc = g.shape[1]
-    offs, plane, n = _grid(tuple(sp), tuple(int(k) for k in kshape))
-    merged = _merged(bs, plane, int(offs[-1]), lib.corr_vector(), shifted_tail=False)
-    gfull = _embed(lib, g, sp, 0, merged, aligned=True)
-    if merged:
-        x, n, plane = _merge_batch(x), bs * plane - int(offs[-1]), bs * plane
-    gw = np.empty((oc, ic) + tuple(kshape), dtype=np.float32)
-    part = np.empty((oc * ic * len(offs) + oc) * 16, dtype=np.float32)
-    lib.corr_gradw(_ptr(x), _ptr(gfull), _ptr(gw), _ptr(part), gfull.shape[0], ic, oc, plane,
-                   gfull.strides[1] // 4, len(offs), _ptr(offs), n)
+    oc, kshape = g.shape[1], tuple(int(k) for k in kshape)
+    ocp = -(-oc // 16) * 16
+    offs = _grid(tuple(sp), kshape)[0]
+    dims, odims = _dims(tuple(sp), tuple(g.shape[2:]))
+    gw = np.empty((oc, ic) + kshape, dtype=np.float32)
+    raw = np.empty(lib.corr_gradw_scratch(ic * len(offs), ocp) + 16, dtype=np.float32)
+    acc = raw[(-raw.ctypes.data % 64) // 4 :]  # 64-byte aligned
+    lib.corr_gradw(_ptr(x), _ptr(g), _ptr(gw), _ptr(acc), bs, ic, oc, ocp, len(dims),
+                   _ptr(dims), _ptr(odims), len(offs), _ptr(offs))
     return gw
 
 

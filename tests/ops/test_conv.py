@@ -72,6 +72,24 @@ def test_kernels_long_rows_and_tails(rng):
     )
 
 
+@pytest.mark.parametrize("bs, ic, oc, sp, k", [
+    (3, 1, 1, (9, 40), (2, 3)),  # one channel: one vector of 16 lanes, one short pair block
+    (2, 3, 17, (6, 7, 8), (2, 2, 3)),  # two vectors of channels, a full and a half pair block
+    (1, 2, 40, (5, 9, 10), (3, 3, 3)),  # three vectors, a half last block
+    (2, 2, 80, (7, 30), (3, 2)),  # five vectors: blocks of 3 and 2 vectors
+    (20, 2, 3, (40, 50), (3, 3)),  # many chunks: several partial-sum segments
+])
+def test_corr_weights_channel_blocks(rng, bs, ic, oc, sp, k):
+    """Weight gradients for every register-block shape of ``corr_gradw``."""
+    if _kernels.kernel_library() is None:
+        pytest.skip("C kernels unavailable")
+    x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
+    g = rng.standard_normal((bs, oc, *(s - kk + 1 for s, kk in zip(sp, k)))).astype(np.float32)
+    np.testing.assert_allclose(
+        _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
+    )
+
+
 @pytest.mark.parametrize("merged", [False, True])
 @pytest.mark.parametrize("bs, ic, oc, sp, k", [
     (16, 4, 5, (5, 9, 9), (3, 3, 3)),  # small 3-D planes (MFP fragments)
@@ -101,10 +119,10 @@ def test_kernels_both_batch_layouts(rng, monkeypatch, merged, bs, ic, oc, sp, k)
 def test_batch_layout_choice():
     """Merging pays on planes shorter than a block, not where 3-D kernels drop output slices."""
     # MNIST layer 2: 12x12 plane, 5x5 kernel: 92 positions per example, block 96
-    assert _kernels._merged(64, 144, 52, 96, shifted_tail=True)
+    assert _kernels._merged(64, 144, 52, 96)
     # MFP fragment (5, 27, 27) under a 3x3x3 kernel: 40 % of the merged plane is wasted
-    assert not _kernels._merged(16, 5 * 27 * 27, 2 * 729 + 2 * 27 + 2, 96, shifted_tail=True)
-    assert not _kernels._merged(1, 10, 5, 96, shifted_tail=True)
+    assert not _kernels._merged(16, 5 * 27 * 27, 2 * 729 + 2 * 27 + 2, 96)
+    assert not _kernels._merged(1, 10, 5, 96)
 
 
 def test_gradients_match_numpy(rng):
