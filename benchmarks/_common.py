@@ -86,6 +86,14 @@ def machine_info(torch):
     }
 
 
+def peer_cells(row, ms_digits):
+    """The PyTorch columns of a table row: ``(ms, GFLOP/s, ratio)`` as text, ``-`` without it."""
+    if "torch_ms" not in row:
+        return "-", "-", "-"
+    return (f"{row['torch_ms']:.{ms_digits}f}", f"{row['torch_gflops']:.1f}",
+            f"{row['ratio']:.2f}")
+
+
 def write_json(result, path):
     """Write ``result`` as indented JSON to ``path``, creating its folder."""
     path = Path(path)

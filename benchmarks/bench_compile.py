@@ -1,4 +1,4 @@
-"""Compile time of the first call of a graph under elektronn's "c" and "numba" modes.
+"""Compile time of the first call of a graph under elektronn's "numpy", "c" and "numba" modes.
 
 This is the measurement behind :mod:`elektronn.backend`'s default mode.  Every case runs in a
 fresh Python process with its own PyTensor compile directory (``ELEKTRONN_COMPILEDIR`` and

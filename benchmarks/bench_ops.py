@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import import_torch, machine_info, matmul_peak, median_ms, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    import_torch,
+    machine_info,
+    matmul_peak,
+    median_ms,
+    peer_cells,
+    write_json,
+)
 
 #: name -> (batch, in_channels, out_channels, spatial input shape, kernel shape)
 LAYERS = {
@@ -131,11 +138,7 @@ def format_table(rows):
     head = ("layer", "pass", "elektronn ms", "GFLOP/s", "torch ms", "GFLOP/s", "ratio", "% peak")
     lines = ["{:<6}{:<9}{:>13}{:>9}{:>10}{:>9}{:>7}{:>8}".format(*head)]
     for r in rows:
-        t_ms, t_gf, ratio = (
-            (f"{r['torch_ms']:.2f}", f"{r['torch_gflops']:.1f}", f"{r['ratio']:.2f}")
-            if "torch_ms" in r
-            else ("-", "-", "-")
-        )
+        t_ms, t_gf, ratio = peer_cells(r, 2)
         lines.append(
             f"{r['layer']:<6}{r['pass']:<9}{r['elektronn_ms']:>13.2f}"
             f"{r['elektronn_gflops']:>9.1f}{t_ms:>10}{t_gf:>9}{ratio:>7}"

@@ -76,11 +76,7 @@ def format_table(rows):
             "ratio", "% peak")
     lines = ["{:<9}{:>6}{:>7}{:>13}{:>9}{:>10}{:>9}{:>7}{:>8}".format(*head)]
     for r in rows:
-        t_ms, t_gf, ratio = (
-            (f"{r['torch_ms']:.1f}", f"{r['torch_gflops']:.1f}", f"{r['ratio']:.2f}")
-            if "torch_ms" in r
-            else ("-", "-", "-")
-        )
+        t_ms, t_gf, ratio = _common.peer_cells(r, 1)
         lines.append(
             f"{r['workload']:<9}{r['batch']:>6}{r['gflop']:>7.2f}{r['elektronn_ms']:>13.1f}"
             f"{r['elektronn_gflops']:>9.1f}{t_ms:>10}{t_gf:>9}{ratio:>7}"

@@ -153,10 +153,7 @@ def _merged(bs, plane, last_offset, block):
     if bs == 1:
         return False
     n = plane - last_offset
-    if n >= block:
-        separate = bs * -(-n // block) * block
-    else:
-        separate = bs * (n // block + n % block) * block
+    separate = bs * (-(-n // block) * block if n >= block else n * block)
     merged = -(-(bs * plane - last_offset) // block) * block
     return merged < separate
 
@@ -238,18 +235,18 @@ def corr(x, w, b=None, relu=False):
     ndarray
         ``(batch, out_channels, *(spatial - kernel + 1))`` float32.
     """
+    if b is not None:
+        b = np.ascontiguousarray(b, dtype=np.float32)
+        if b.shape != w.shape[:1]:
+            raise ValueError(f"bias of shape {b.shape} does not match filters of shape {w.shape}")
     lib = kernel_library()
     if lib is None:
         y = reference.corr(x, w)
         if b is not None:
-            y += np.asarray(b, dtype=np.float32).reshape((-1,) + (1,) * (y.ndim - 2))
+            y += b.reshape((-1,) + (1,) * (y.ndim - 2))
         return np.maximum(y, 0, out=y) if relu else y
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
-    if b is not None:
-        b = np.ascontiguousarray(b, dtype=np.float32)
-        if b.shape != w.shape[:1]:
-            raise ValueError(f"bias of shape {b.shape} does not match filters {w.shape}")
     (bs, ic), sp = x.shape[:2], x.shape[2:]
     oc, ksh = w.shape[0], tuple(int(k) for k in w.shape[2:])
     offs, plane, n = _grid(tuple(sp), ksh)

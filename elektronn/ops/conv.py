@@ -57,6 +57,11 @@ def _conv_inputs(x, w):
     return x, w, out
 
 
+def _out_shape(xs, ws):
+    """The (symbolic) output shape of a valid convolution of inputs ``xs`` with filters ``ws``."""
+    return (xs[0], ws[0], *(s - k + 1 for s, k in zip(xs[2:], ws[2:])))
+
+
 def _check_fit(x, w):
     """Raise a ``ValueError`` unless the filters ``w`` fit the input ``x`` (numpy arrays)."""
     if x.shape[1] != w.shape[1] or any(k > s for s, k in zip(x.shape[2:], w.shape[2:])):
@@ -81,8 +86,7 @@ class Conv(Op):
         output_storage[0][0] = _kernels.corr(x, _flip(w, x.ndim - 2))
 
     def infer_shape(self, fgraph, node, shapes):
-        xs, ws = shapes
-        return [(xs[0], ws[0], *(s - k + 1 for s, k in zip(xs[2:], ws[2:])))]
+        return [_out_shape(*shapes)]
 
     def pullback(self, inputs, outputs, cotangents):
         x, w = inputs
@@ -131,14 +135,11 @@ class ConvBiasAct(Op):
     def perform(self, node, inputs, output_storage):
         x, w, b = inputs
         _check_fit(x, w)
-        if b.shape != w.shape[:1]:
-            raise ValueError(f"bias of shape {b.shape} does not match filters of shape {w.shape}")
         output_storage[0][0] = _kernels.corr(
             x, _flip(w, x.ndim - 2), b, relu=self.activation == "relu")
 
     def infer_shape(self, fgraph, node, shapes):
-        xs, ws, _ = shapes
-        return [(xs[0], ws[0], *(s - k + 1 for s, k in zip(xs[2:], ws[2:])))]
+        return [_out_shape(*shapes[:2])]
 
     def pullback(self, inputs, outputs, cotangents):
         return [grad_not_implemented(self, i, v, "only created after differentiation")
