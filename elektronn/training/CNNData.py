@@ -2,7 +2,9 @@
 
 :class:`CNNData` holds image cubes with their labels and cuts random training examples from
 them for a CNN (``getbatch``). It is the port of ELEKTRONN 1.0's ``CNNData`` with the same
-constructor, methods and return values.
+constructor, methods and return values. Its parts live in their own modules: lazy access to
+volumes on disk in :mod:`elektronn.training.volumes`, the geometry of cubes and patches in
+:mod:`elektronn.training.patches`, affinity targets in :mod:`elektronn.training.affinities`.
 
 Layouts
 -------
@@ -10,7 +12,8 @@ Layouts
   ``(z, ch, x, y)`` / ``(z, x, y)`` with ``zchxy_order=True``).
 * In the object: images ``(z, ch, x, y)``, labels ``(z, x, y)``; after loading, image and labels
   of a cube share their spatial extent and ``label[v]`` belongs to ``image[v]`` (the labels are
-  zero-padded by the CNN offset, or the image is cropped; see :func:`_stripCubes`).
+  zero-padded by the CNN offset, or the image is cropped; see
+  :func:`elektronn.training.patches.strip_cubes`).
 * Batches: images ``(bs, ch, x, y)`` (2-D) or ``(bs, z, ch, x, y)`` (3-D), float32 in
   ``[0, 1]`` for integer data (divided by 255); labels ``(bs, x', y')`` / ``(bs, z', x', y')``,
   the patch without the CNN offset on each side, optionally subsampled by the CNN stride.
@@ -49,13 +52,20 @@ import os
 
 import h5py
 import numpy as np
-from scipy import ndimage
 
+from elektronn.training import patches
+from elektronn.training.affinities import make_affinities
+from elektronn.training.volumes import (
+    H5Volume,
+    convert,
+    image_divisor,
+    label_chunks,
+    read_dataset,
+)
 from elektronn.training.warping import (
     getWarpParams,
     greyAugment,
     randomFlip,
-    transposeIgnoreCh,
     warp2dJoint,
     warp3dJoint,
 )
@@ -63,312 +73,6 @@ from elektronn.training.warping import (
 __all__ = ["CNNData", "H5Volume"]
 
 logger = logging.getLogger("elektronn")
-
-_TRANSPOSES_2D = [(0, 1, 2), (2, 0, 1), (1, 2, 0)]
-_CHUNK = 2 ** 24  # elements per read when scanning a dataset on disk
-
-
-# --- lazy volumes ---------------------------------------------------------------------------------
-
-
-class H5Volume:
-    """A read-only, array-like window onto an HDF5 dataset, in another axis order.
-
-    Indexing with ints and unit-step slices reads just that window from disk. Positions of
-    the volume outside the dataset read as 0 (used for labels, which are zero-padded to the
-    image extent).
-
-    Parameters
-    ----------
-    path : str or os.PathLike or None
-        The HDF5 file; None: a volume of zeros.
-    key : str or None
-        The dataset name.
-    axes : sequence of (int or None)
-        For every axis of the volume the dataset axis it shows, or None for a length-1 axis
-        the dataset does not have (e.g. the channel of single-channel images).
-    start : sequence of int, optional
-        Dataset coordinate of the volume's position 0 along every axis (negative: padding).
-    shape : sequence of int, optional
-        Shape of the volume (default: the dataset's extent from ``start`` on).
-    dtype : numpy dtype
-        Dtype of the values read.
-    divisor : float
-        Values read are converted to ``dtype`` and divided by it (255 for integer images).
-    mean, std : float or None
-        If given, ``(value - mean) / std`` is returned (standardisation).
-
-    Attributes
-    ----------
-    shape, ndim, dtype, size
-        As for a numpy array.
-    """
-
-    def __init__(self, path, key, axes, start=None, shape=None, dtype=np.float32, divisor=1,
-                 mean=None, std=None):
-        self.path, self.key = path, key
-        self.axes = tuple(axes)
-        self._handle = self._pid = None
-        fshape = self._file_shape()
-        self.start = tuple(start) if start is not None else (0,) * len(self.axes)
-        if shape is None:
-            shape = [1 if a is None else fshape[a] - s
-                     for a, s in zip(self.axes, self.start, strict=True)]
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.divisor, self.mean, self.std = divisor, mean, std
-
-    def _file_shape(self):
-        return (1,) * len(self.axes) if self.path is None else self._dataset().shape
-
-    def _dataset(self):
-        if self._handle is None or self._pid != os.getpid():  # h5py handles do not survive fork
-            self._handle = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._handle[self.key]
-
-    def close(self):
-        """Close the file (it is reopened on the next read)."""
-        if self._handle is not None:
-            self._handle.close()
-        self._handle = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_handle"] = state["_pid"] = None
-        return state
-
-    ndim = property(lambda self: len(self.shape))
-    size = property(lambda self: int(np.prod(self.shape)))
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __repr__(self):
-        return f"H5Volume({self.path!r}, {self.key!r}, shape={self.shape}, axes={self.axes})"
-
-    def _derived(self, axes, start, shape):
-        new = object.__new__(H5Volume)
-        new.__dict__.update(self.__dict__)
-        new.axes, new.start, new.shape = tuple(axes), tuple(start), tuple(shape)
-        return new
-
-    def transpose(self, *axes):
-        """A view with permuted axes (as ``ndarray.transpose``; used by ``np.transpose``)."""
-        if len(axes) == 1 and not isinstance(axes[0], int | np.integer):
-            axes = axes[0]
-        if axes is None or axes == ():
-            axes = range(self.ndim)[::-1]
-        axes = [int(a) for a in axes]
-        return self._derived([self.axes[a] for a in axes], [self.start[a] for a in axes],
-                             [self.shape[a] for a in axes])
-
-    def crop(self, begin, shape):
-        """A view of the box ``begin[i] : begin[i] + shape[i]`` (may extend outside: zeros)."""
-        return self._derived(self.axes, [s + b for s, b in zip(self.start, begin, strict=True)],
-                             shape)
-
-    def _normalise_key(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        if len(key) != self.ndim:
-            raise IndexError(f"too many indices for a volume of shape {self.shape}")
-        ranges, squeeze = [], []
-        for i, (k, n) in enumerate(zip(key, self.shape, strict=True)):
-            if isinstance(k, slice):
-                a, b, step = k.indices(n)
-                if step != 1:
-                    raise IndexError("H5Volume supports only slices with step 1")
-                ranges.append((a, max(a, b)))
-            else:
-                k = int(k)
-                k = k + n if k < 0 else k
-                if not 0 <= k < n:
-                    raise IndexError(f"index {k} out of range for axis {i} of size {n}")
-                ranges.append((k, k + 1))
-                squeeze.append(i)
-        return ranges, tuple(squeeze)
-
-    def __getitem__(self, key):
-        ranges, squeeze = self._normalise_key(key)
-        out = np.zeros([b - a for a, b in ranges], dtype=self.dtype)
-        if self.path is not None and out.size:
-            self._fill(out, ranges)
-        return out.squeeze(axis=squeeze) if squeeze else out
-
-    def _fill(self, out, ranges):
-        ds = self._dataset()
-        fsl = [None] * ds.ndim
-        dst = []
-        for ax, st, (a, b) in zip(self.axes, self.start, ranges, strict=True):
-            if ax is None:
-                dst.append(slice(None))
-                continue
-            lo, hi = max(a + st, 0), min(b + st, ds.shape[ax])
-            if hi <= lo:
-                return  # entirely outside the dataset: zeros
-            fsl[ax] = slice(lo, hi)
-            dst.append(slice(lo - (a + st), hi - (a + st)))
-        block = ds[tuple(fsl)]
-        block = np.transpose(block, [ax for ax in self.axes if ax is not None])  # to our order
-        for i, ax in enumerate(self.axes):
-            if ax is None:
-                block = np.expand_dims(block, i)
-        out[tuple(dst)] = _convert(block, self.dtype, self.divisor, self.mean, self.std)
-
-    def __array__(self, dtype=None, copy=None):
-        arr = self[...]
-        return arr if dtype is None else arr.astype(dtype)
-
-    def chunks(self):
-        """Yield the volume in blocks along axis 0 (to scan volumes larger than memory)."""
-        n = max(1, _CHUNK // max(1, int(np.prod(self.shape[1:]))))
-        for a in range(0, self.shape[0], n):
-            yield self[a:a + n]
-
-
-def _convert(block, dtype, divisor=1, mean=None, std=None):
-    """Cast to ``dtype``, divide by ``divisor`` and standardise: the same in memory and on disk."""
-    out = np.asarray(block, dtype=dtype)
-    if divisor != 1:
-        out = out / dtype.type(divisor)
-    if mean is not None:
-        out = (out - dtype.type(mean)) / dtype.type(std)
-    return out.astype(dtype, copy=False)
-
-
-# --- module helpers ---------------------------------------------------------------------------
-
-
-def _valid3dTransposes(shape, ps):
-    """Transposes of a ``(z, x, y)`` cube whose slices (last two axes) hold a 2-D patch ``ps``.
-
-    ELEKTRONN 1.0 compared the first two axes of the transposed shape (quirk T7, fixed).
-    """
-    return [T for T in _TRANSPOSES_2D
-            if all(p <= s for p, s in zip(ps, np.take(shape, T)[1:], strict=True))]
-
-
-def _strip_geometry(d_sh, l_sh, off):
-    """Per spatial axis ``(data_cut, label_cut)`` that makes data and labels the same extent.
-
-    Labels are assumed centred in the data; the data must be larger by ``2 * off`` (more
-    data is cut away, fewer labels cut off with a warning).
-    """
-    d_cut, l_cut = [], []
-    for d, n, o in zip(d_sh, l_sh, off, strict=True):
-        diff = (d - n) - 2 * o
-        if diff % 2:
-            raise ValueError(f"data extent {d_sh} and label extent {l_sh} (z, x, y) do not fit "
-                             f"the CNN offset {tuple(off)}: the labels must be centred in the data"
-                             f" and the difference minus twice the offset must be even")
-        x = diff // 2
-        d_cut.append(max(x, 0))
-        l_cut.append(max(-x, 0))
-    if any(l_cut):
-        logger.warning("the CNN offset is so large that labels are cut off! On each side of the"
-                       " cube %s", l_cut)
-    return d_cut, l_cut
-
-
-def _stripCubes(d, lb, off, ldtype):
-    """Crop data ``(z, ch, x, y)`` and zero-pad labels ``(z, x, y)`` to a common extent.
-
-    Parameters
-    ----------
-    d, lb : ndarray
-        Image and labels, labels centred in the image.
-    off : sequence of int
-        CNN offset ``(x, y)`` (2-D, z offset 0) or ``(z, x, y)``.
-    ldtype : dtype
-        Label dtype.
-
-    Returns
-    -------
-    d, lb : ndarray
-        ``d`` cropped; ``lb`` of the same spatial shape, zero outside ``off`` of the border.
-    """
-    off = _off3(off)
-    d_sh = (d.shape[0],) + d.shape[2:]
-    d_cut, l_cut = _strip_geometry(d_sh, lb.shape, off)
-    d = d[d_cut[0]:d_sh[0] - d_cut[0], :, d_cut[1]:d_sh[1] - d_cut[1],
-          d_cut[2]:d_sh[2] - d_cut[2]]
-    sh = (d.shape[0],) + d.shape[2:]
-    new_l = np.zeros(sh, dtype=ldtype)
-    lb = lb[l_cut[0]:lb.shape[0] - l_cut[0], l_cut[1]:lb.shape[1] - l_cut[1],
-          l_cut[2]:lb.shape[2] - l_cut[2]]
-    new_l[off[0]:sh[0] - off[0], off[1]:sh[1] - off[1], off[2]:sh[2] - off[2]] = lb
-    return d, new_l
-
-
-def _off3(off):
-    off = [int(o) for o in off]
-    return [0] + off if len(off) == 2 else off
-
-
-def _borderTreatment(data_list, ps, border_mode, n_dim):
-    """Bring img-scalar images ``(z, ch, x, y)`` to the patch size (crop, mirror, 0-pad, keep)."""
-    def treat(d):
-        if border_mode == "keep":
-            return d
-        sh = (d.shape[0],) + d.shape[2:] if n_dim == 3 else d.shape[2:]
-        if border_mode == "crop":
-            ex = [(s - p) // 2 for s, p in zip(sh, ps, strict=True)]
-            if n_dim == 3:
-                return d[ex[0]:ex[0] + ps[0], :, ex[1]:ex[1] + ps[1], ex[2]:ex[2] + ps[2]]
-            return d[:, :, ex[0]:ex[0] + ps[0], ex[1]:ex[1] + ps[1]]
-        if border_mode not in ("mirror", "0-pad"):
-            raise NotImplementedError(f"border_mode {border_mode!r} is not implemented")
-        left = [int(np.ceil((p - s) / 2)) for s, p in zip(sh, ps, strict=True)]
-        right = [int(np.floor((p - s) / 2)) for s, p in zip(sh, ps, strict=True)]
-        pads = list(zip(left, right, strict=True))
-        pad = [pads[0], (0, 0), pads[1], pads[2]] if n_dim == 3 else [(0, 0), (0, 0)] + pads
-        if border_mode == "mirror":
-            return np.pad(d, pad, mode="symmetric")
-        return np.pad(d, pad, mode="constant", constant_values=0)
-
-    return [treat(np.asarray(d)) for d in data_list]
-
-
-def _make_affinities(labels, nhood=None):
-    """Affinity graph and connected-component relabelling of segmentations ``(bs, z, x, y)``.
-
-    Edge ``e`` at voxel ``v`` is 1 if ``v`` and ``v + nhood[e]`` have the same non-zero ID (the
-    convention of ``malis.seg_to_affgraph`` with ``nhood = eye(3)``); the segmentation is
-    relabelled by the connected components of that graph (ID 0 stays 0).
-
-    Returns
-    -------
-    aff : ndarray of int16, shape ``(bs, 3, z, x, y)``
-    seg : ndarray of int16, shape ``(bs, z, x, y)``
-    """
-    nhood = np.eye(3, dtype=int) if nhood is None else np.asarray(nhood)
-    if np.any(nhood < 0) or np.any(nhood.sum(1) != 1):
-        raise NotImplementedError("only unit nhood vectors with positive offsets are supported")
-    labels = np.asarray(labels)
-    aff = np.zeros((labels.shape[0], len(nhood)) + labels.shape[1:], dtype=np.int16)
-    seg = np.zeros(labels.shape, dtype=np.int16)
-    for i, lab in enumerate(labels):
-        for e, vec in enumerate(nhood):
-            ax = int(np.argmax(vec))
-            a = [slice(None)] * 3
-            b = [slice(None)] * 3
-            a[ax], b[ax] = slice(0, -1), slice(1, None)
-            src, dst = lab[tuple(a)], lab[tuple(b)]
-            aff[i, e][tuple(a)] = (src == dst) & (src > 0)
-        n = 0
-        for obj in np.unique(lab[lab > 0]):  # components of equal IDs, 6-connected
-            comp, k = ndimage.label(lab == obj)
-            seg[i][comp > 0] = comp[comp > 0] + n
-            n += k
-    return aff, seg
-
-
-# --- the data class -------------------------------------------------------------------------------
 
 
 class CNNData:
@@ -562,7 +266,7 @@ class CNNData:
             if self.mode == "img-img" and lb.shape != (d.shape[0],) + d.shape[2:]:
                 raise ValueError(f"labels {lb.shape} must have the spatial shape of the images "
                                  f"{d.shape} (z, ch, x, y)")
-            data.append(_convert(d, np.dtype(np.float32), _divisor(d.dtype)))
+            data.append(convert(d, np.dtype(np.float32), image_divisor(d.dtype)))
             label.append(lb)
         n = len(d_train)
         start = len(self.names)
@@ -572,11 +276,11 @@ class CNNData:
 
     def _addCubes(self, data, label, info, cube_prios, valid_cubes):
         if self.mode == "img-scalar":
-            data = _borderTreatment(data, self.patch_size, self.border_mode, self.n_dim)
+            data = patches.border_treatment(data, self.patch_size, self.border_mode, self.n_dim)
         if self.pre_process:
             data = self._standardise(data)
         if self.n_lab is None:
-            values = [np.unique(np.asarray(c)) for lb in label for c in _label_chunks(lb)]
+            values = [np.unique(np.asarray(c)) for lb in label for c in label_chunks(lb)]
             self.n_lab = int(np.unique(np.hstack(values)).size)
         default = (np.ones(self.n_lab), np.zeros(self.n_lab))
         info = [default if i is None else self._check_info(i) for i in info]
@@ -640,13 +344,13 @@ class CNNData:
             d_axes = (3, 0, 1, 2) if chan else (2, None, 0, 1)
             l_axes = (2, 0, 1)
         self._set_n_ch(d_shape[d_axes[1]] if chan else 1)
-        d = H5Volume(d_file, d_key, d_axes, divisor=_divisor(d_dtype))
+        d = H5Volume(d_file, d_key, d_axes, divisor=image_divisor(d_dtype))
         empty = int(np.prod(l_shape)) == 0
         if self.mode == "img-scalar":
             if not empty and len(l_shape) != 1:
                 raise ValueError(f"{l_file}:{l_key}: scalar labels must be 1-D, got {l_shape}")
             lb = np.zeros(d.shape[0], self.ldtype) if empty else self._cast_labels(
-                _read_h5(l_file, l_key))
+                read_dataset(l_file, l_key))
             if self.in_memory:
                 arr = np.asarray(d)
                 d.close()
@@ -659,10 +363,10 @@ class CNNData:
             if len(l_shape) != 3:
                 raise ValueError(f"{l_file}:{l_key}: labels must be 3-D, got {l_shape}")
             lb = H5Volume(l_file, l_key, l_axes, dtype=self.ldtype)
-            d_cut, l_cut = _strip_geometry(sh, lb.shape, _off3(self.offset))
+            d_cut, l_cut = patches.strip_geometry(sh, lb.shape, patches.off3(self.offset))
             sh = [s - 2 * c for s, c in zip(sh, d_cut, strict=True)]
             d = d.crop([d_cut[0], 0, d_cut[1], d_cut[2]], [sh[0], d.shape[1], sh[1], sh[2]])
-            lb = lb.crop([c - o for c, o in zip(l_cut, _off3(self.offset), strict=True)], sh)
+            lb = lb.crop([c - o for c, o in zip(l_cut, patches.off3(self.offset), strict=True)], sh)
             self._check_label_range(lb)
         if self.in_memory:
             arrays = np.asarray(d), np.asarray(lb)
@@ -724,7 +428,7 @@ class CNNData:
                 d.mean, d.std = M, S
                 out.append(d)
             else:
-                out.append(_convert(d, np.dtype(np.float32), 1, M, S))
+                out.append(convert(d, np.dtype(np.float32), 1, M, S))
         return out
 
     # -- batches ----------------------------------------------------------------------------------
@@ -801,7 +505,7 @@ class CNNData:
         if self.affinity:
             if self.n_dim != 3 or self.mode != "img-img":
                 raise ValueError("affinity targets need 3-D img-img data")
-            aff, seg = _make_affinities(label)
+            aff, seg = make_affinities(label)
             ret = [images, aff, seg] if self.affinity == "malis" else [images, aff]
         if ret_info:
             infos = np.array([np.stack(i) for i in infos], dtype=np.int16)  # (bs, 2, n_lab)
@@ -858,57 +562,11 @@ class CNNData:
         self.n_successful_warp += 1
         return d, lb
 
-    def _shift(self, ps, sh):
-        """Random patch origin per axis: ``randint(0, s - p)``, never the last position (T7).
-
-        An axis where the cube is exactly as large as the patch gets shift 0 (ELEKTRONN 1.0
-        raised unless *all* axes were that tight).
-        """
-        if np.any(np.less(sh, ps)):
-            raise ValueError(f"Image smaller than patch size: image shape={tuple(sh)}, "
-                             f"patch size={tuple(ps)}")
-        return [int(self.rng.integers(0, s - p)) if s > p else 0
-                for p, s in zip(ps, sh, strict=True)]
-
-    def _cutPatch(self, img, lab, ps=None, thresh=0.0, it=0):
-        """Cut a random patch of size ``ps`` (default: the patch size) and its labels.
-
-        If ``thresh`` is non-zero and more than that fraction of the labels is negative,
-        another patch is cut (at most 10 more times).
-        """
+    def _cutPatch(self, img, lab, ps=None, thresh=0.0):
+        """Cut a random patch of size ``ps`` (default: the patch size) and its labels."""
         ps = self.patch_size if ps is None else np.asarray(ps)
-        off = self.offset
-        if self.n_dim == 3:
-            s = self._shift(ps, (img.shape[0],) + tuple(img.shape[2:]))
-            cut_img = img[s[0]:s[0] + ps[0], :, s[1]:s[1] + ps[1], s[2]:s[2] + ps[2]]
-            if self.mode == "img-img":
-                cut_lab = lab[s[0] + off[0]:s[0] + ps[0] - off[0],
-                              s[1] + off[1]:s[1] + ps[1] - off[1],
-                              s[2] + off[2]:s[2] + ps[2] - off[2]]
-            else:
-                cut_lab = np.asarray(lab)
-        else:
-            if self.aniso or self.mode == "img-scalar":
-                imgT, labT = img, lab
-            else:  # isotropic: slices may also be cut perpendicular to x or y
-                possible = _valid3dTransposes(lab.shape, ps)
-                if not possible:
-                    raise ValueError(f"Image smaller than patch size: image shape="
-                                     f"{tuple(img.shape)}, patch size={tuple(ps)}")
-                T = possible[self.rng.integers(0, len(possible))]
-                imgT, labT = transposeIgnoreCh(img, T), np.transpose(lab, T)
-            z = int(self.rng.integers(0, imgT.shape[0]))
-            s = self._shift(ps, imgT.shape[-2:])
-            cut_img = imgT[z, :, s[0]:s[0] + ps[0], s[1]:s[1] + ps[1]]
-            if self.mode == "img-img":
-                cut_lab = labT[z, s[0] + off[0]:s[0] + ps[0] - off[0],
-                               s[1] + off[1]:s[1] + ps[1] - off[1]]
-            else:
-                cut_lab = labT[z]
-        cut_img, cut_lab = np.asarray(cut_img), np.asarray(cut_lab)
-        if it < 10 and thresh and np.mean(cut_lab < 0) > thresh:
-            return self._cutPatch(img, lab, ps, thresh, it + 1)
-        return cut_img, cut_lab
+        return patches.cut_patch(self.rng, img, lab, ps, self.offset, self.n_dim, self.mode,
+                                 self.aniso, thresh)
 
     def previewBlock(self, cube_i=0, off=(0, 0, 0), sh=(10, 400, 400)):
         """A block of training cube ``cube_i`` as ``(ch, x, y, z)``, for ``predictDense``.
@@ -934,7 +592,7 @@ class CNNData:
         return np.ascontiguousarray(np.transpose(block, (1, 2, 3, 0)), dtype=np.float32)
 
     def _stridedLabels(self, lab):
-        return lab[(slice(None),) + tuple(slice(None, None, int(s)) for s in self.stride)]
+        return patches.strided_labels(lab, self.stride)
 
     def getExampleWeights(self, raw_rec, lab, gain=2.0):
         """Weights from the previous prediction stored in the last image channel.
@@ -963,17 +621,3 @@ class CNNData:
         weights += (diff < -0.1) * gain * (-diff - 0.1)
         weights += (diff > 0.05) * gain * (diff - 0.05)
         return weights
-
-
-def _divisor(dtype):
-    """255 for integer images, 1 for float images."""
-    return 255 if np.issubdtype(np.dtype(dtype), np.integer) else 1
-
-
-def _read_h5(path, key):
-    with h5py.File(path, "r") as f:
-        return f[key][()]
-
-
-def _label_chunks(lb):
-    return lb.chunks() if isinstance(lb, H5Volume) else [lb]

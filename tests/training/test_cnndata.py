@@ -9,7 +9,8 @@ import pytest
 import elektronn.training.CNNData as cnndata_module
 from elektronn.data import synthetic
 from elektronn.net.netutils import CNNCalculator
-from elektronn.training.CNNData import CNNData, H5Volume, _stripCubes
+from elektronn.training.CNNData import CNNData, H5Volume
+from elektronn.training.patches import strip_cubes
 
 # Hand-made cubes: image channels hold the (1-based) file coordinates x, y, z (+ 1000 * cube),
 # labels are a known function of the same coordinates, stored without the CNN offset border.
@@ -78,7 +79,7 @@ def check_aligned_3d(images, labels, off, stride):
 def test_shapes_dtypes_3d(tmp_path):
     data = make(tmp_path)
     with h5py.File(tmp_path / "d0.h5") as f, h5py.File(tmp_path / "lb0.h5") as g:
-        d, lb = _stripCubes(np.transpose(f["raw"][()], (3, 0, 1, 2)),
+        d, lb = strip_cubes(np.transpose(f["raw"][()], (3, 0, 1, 2)),
                             np.transpose(g["lab"][()], (2, 0, 1)), (1, 3, 3), np.int16)
     np.testing.assert_array_equal(data.train_d[0], d)
     np.testing.assert_array_equal(data.train_l[0], lb)
