@@ -38,6 +38,7 @@ import difflib
 import logging
 import numbers
 import os
+import re
 import shutil
 import tempfile
 import types
@@ -252,6 +253,12 @@ def read_config_file(path):
     ELEKTRONN 1.0). ``__file__`` is set to its path. Names starting with ``_`` and modules
     are left out.
 
+    Config files written for ELEKTRONN 1.0 (Python 2) run unchanged where Python 3 allows it:
+    a top-level ``del`` of a name that only a list comprehension defined (Python 2 leaked the
+    loop variable, e.g. ``d_files = [... for i in range(3)]`` followed by ``del i``) is
+    accepted. Python 2 syntax (a ``print`` statement, ``except E, e``, ...) is reported with
+    the file, the line and what to write instead.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -265,19 +272,98 @@ def read_config_file(path):
     Raises
     ------
     RuntimeError
-        If executing the file raises (the original error is chained).
+        If the file is not valid Python 3 or executing it raises (the original error is
+        chained).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "old_style.py")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("d_files = [('raw_%i.h5' % i, 'raw') for i in range(2)]\\ndel i\\n")
+    ...     read_config_file(path)
+    {'d_files': [('raw_0.h5', 'raw'), ('raw_1.h5', 'raw')]}
     """
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
+    with open(path, "rb") as f:
+        source = f.read()  # bytes: compile() honours a coding declaration (Python 2 files)
+    try:
+        tree = ast.parse(source, path)
+    except SyntaxError as e:
+        raise RuntimeError(_syntax_message(path, e)) from e
+    code = compile(_tolerate_leaked_names(tree), path, "exec")
     namespace = {"__file__": path, "__name__": "__elektronn_config__"}
     try:
-        exec(compile(source, path, "exec"), namespace)  # noqa: S102 (the user's own file)
+        exec(code, namespace)  # noqa: S102 (the user's own file)
     except Exception as e:
         raise RuntimeError(f"the config file {path} could not be executed: "
                            f"{type(e).__name__}: {e}") from e
     return {name: value for name, value in namespace.items()
             if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+
+
+_PY2_HINTS = (
+    (r"^\s*print\b\s*[^\s(=]", "the print statement is Python 2: write print(...) (a function "
+                                "call), e.g. print(\"x\") instead of print \"x\""),
+    (r"^\s*exec\s+[^\s(=]", "the exec statement is Python 2: write exec(\"...\")"),
+    (r"^\s*except\b[^:]*,[^:]*:", "'except E, e:' is Python 2: write 'except E as e:'"),
+    (r"^\s*raise\s+\w[\w.]*\s*,", "'raise E, \"message\"' is Python 2: write "
+                                   "'raise E(\"message\")'"),
+    (r"<>", "the operator <> is Python 2: write !="),
+    (r"`", "backquotes are Python 2: write repr(...)"),
+    (r"(?<![\w.])0\d+(?![\w.])", "octal literals like 0755 are Python 2: write 0o755"),
+    (r"(?<![\w.])\d+[lL]\b", "long literals like 10L are Python 2: write 10"),
+    (r"\b(ur|UR|Ur|uR)[\"']", "ur'...' strings are Python 2: write r'...'"),
+)
+
+
+def _syntax_message(path, error):
+    """A message for a config file that is not Python 3, with a hint for Python 2 syntax."""
+    line = (error.text or "").rstrip("\n")
+    hint = next((text for pattern, text in _PY2_HINTS if re.search(pattern, line)), None)
+    message = (f"the config file {path} is not valid Python 3: SyntaxError at line "
+               f"{error.lineno}: {error.msg}\n    {line.strip()}")
+    if hint:
+        message += (f"\nConfig files are executed as Python 3 (ELEKTRONN 1.0 used Python 2): "
+                    f"{hint}.")
+    return message
+
+
+class _LeakedNameDeletion(ast.NodeTransformer):
+    """Rewrite top-level ``del name`` of list-comprehension variables to ``pop(name, None)``.
+
+    Python 2 leaked a list comprehension's loop variable into the enclosing scope, so its
+    config files could ``del`` it; in Python 3 the name is usually undefined there.
+    """
+
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Delete(self, node):
+        if not all(isinstance(t, ast.Name) and t.id in self.names for t in node.targets):
+            return node
+        calls = [ast.Expr(ast.Call(
+            func=ast.Attribute(ast.Call(ast.Name("globals", ast.Load()), [], []), "pop",
+                               ast.Load()),
+            args=[ast.Constant(t.id), ast.Constant(None)], keywords=[]))
+            for t in node.targets]
+        return [ast.copy_location(c, node) for c in calls]
+
+
+def _tolerate_leaked_names(tree):
+    names = {target.id for comp in ast.walk(tree) if isinstance(comp, ast.ListComp)
+             for gen in comp.generators for target in ast.walk(gen.target)
+             if isinstance(target, ast.Name)}
+    if not names:
+        return tree
+    transformer = _LeakedNameDeletion(names)
+    body = []
+    for stmt in tree.body:
+        new = transformer.visit_Delete(stmt) if isinstance(stmt, ast.Delete) else stmt
+        body += new if isinstance(new, list) else [new]
+    tree.body = body
+    return ast.fix_missing_locations(tree)
 
 
 def _closest(name):

@@ -500,7 +500,8 @@ class MNISTData(Data):
     shift_augment : bool
         Crop validation and test images to 26×26 (a 1-pixel border off) and replace the
         training set by its four 26×26 crops at offsets (0, 0), (1, 0), (0, 1), (1, 1)
-        (four times as many examples, shifted by up to a pixel against the centred crop).
+        (four times as many examples, shifted by up to a pixel against the centred crop),
+        concatenated in a random order drawn from ``seed`` (as ELEKTRONN 1.0 did).
     center : bool
         Subtract from each set its own global mean.
     seed : int, optional
@@ -536,11 +537,13 @@ class MNISTData(Data):
             for name in ("train_d", "valid_d", "test_d"):
                 data = getattr(self, name)
                 data -= data.mean()
+        seed_seq = np.random.SeedSequence(seed)
         if shift_augment:
             self.valid_d = self.valid_d[:, :, 1:-1, 1:-1]
             self.test_d = self.test_d[:, :, 1:-1, 1:-1]
-            self.train_d, self.train_l = self._shifted_crops(self.train_d, self.train_l)
-        super().__init__(seed=seed)
+            order = np.random.default_rng(seed_seq.spawn(1)[0]).permutation(4)
+            self.train_d, self.train_l = self._shifted_crops(self.train_d, self.train_l, order)
+        super().__init__(seed=seed_seq.entropy)
         if self.return_flat:
             self.example_shape = int(np.prod(self.example_shape))
         logger.info("MNIST data is converted/augmented to shape %s", self.example_shape)
@@ -552,10 +555,14 @@ class MNISTData(Data):
             raise ValueError(f"MNIST examples must be square images, got {x.shape[1]} values")
         return x.reshape(len(x), 1, n, n)
 
-    @staticmethod
-    def _shifted_crops(data, labels):
+    SHIFTS = ((0, 0), (1, 0), (0, 1), (1, 1))
+    """Offsets ``(x, y)`` of the four training crops of ``shift_augment``."""
+
+    @classmethod
+    def _shifted_crops(cls, data, labels, order):
+        """The crops at ``SHIFTS[k]`` for ``k`` in ``order``, one after the other."""
         size = data.shape[-1] - 2
-        crops = [data[:, :, i:i + size, j:j + size] for i, j in ((0, 0), (1, 0), (0, 1), (1, 1))]
+        crops = [data[:, :, i:i + size, j:j + size] for i, j in (cls.SHIFTS[k] for k in order)]
         return np.concatenate(crops), np.tile(labels, 4)
 
     def getbatch(self, batch_size, source="train"):

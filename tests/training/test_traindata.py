@@ -265,10 +265,24 @@ def test_mnistdata_shift_augment(pkl):
     assert data.example_shape == 676 and data.getbatch(7)[0].shape == (7, 676)
     assert data.getbatch(7, "test")[0].shape == (5, 676)
     images = splits[0][0].reshape(12, 28, 28)
-    np.testing.assert_array_equal(data.train_d[12 + 3, 0], images[3, 1:27, :26])
+    crops = {(i, j): images[:, i:i + 26, j:j + 26] for i, j in MNISTData.SHIFTS}
+    blocks = [data.train_d[12 * k:12 * (k + 1), 0] for k in range(4)]
+    order = [next(s for s, c in crops.items() if np.array_equal(b, c)) for b in blocks]
+    assert sorted(order) == sorted(MNISTData.SHIFTS)  # every crop once
     np.testing.assert_array_equal(data.valid_d[0, 0],
                                   splits[1][0][0].reshape(28, 28)[1:-1, 1:-1])
     np.testing.assert_array_equal(data.train_l, np.tile(splits[0][1], 4))
+
+
+def test_shift_crops_are_in_random_order(pkl):
+    def order(seed):
+        data = MNISTData(pkl[0], shift_augment=True, center=False, seed=seed)
+        return tuple(data.train_d[::12, 0, 0, 0].tolist()), data.train_l
+
+    orders = {order(seed)[0] for seed in range(12)}
+    assert len(orders) > 4  # 24 possible orders; a fixed order would give one
+    assert order(3)[0] == order(3)[0]  # a seed reproduces its order
+    np.testing.assert_array_equal(order(5)[1], np.tile(pkl[1][0][1], 4))
 
 
 def test_warping_only_training_batches(pkl, monkeypatch):
