@@ -27,7 +27,7 @@ logger = logging.getLogger("elektronn")
 
 
 def bias_init(activation, n, filter_volume, rng):
-    """Initial bias per activation (spec 2.4): relu 1/filter volume, sigmoid 0.5, else U(±1e-6)."""
+    """ELEKTRONN 1.0's initial bias: relu 1/filter volume, sigmoid 0.5, else U(±1e-6)."""
     if activation == "relu":
         return np.full(n, 1.0 / filter_volume, np.float32)
     if activation == "sigmoid":
@@ -145,7 +145,7 @@ class ConvLayerBase:
 
     # --- weights ---------------------------------------------------------------------------------
     def randomizeWeights(self, scale="glorot", mode="uni"):
-        """Re-initialise W (glorot uniform by default, as the original) and b (spec 2.4)."""
+        """Re-initialise W (glorot uniform by default, as the original) and b."""
         self.W.set_value(initWeights(self.filter_shape, scale, mode, pool=self.pool,
                                      rng=self._rng).astype(np.float32))
         self.b.set_value(bias_init(self.activation_func, self.number_of_filters,

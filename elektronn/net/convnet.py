@@ -513,7 +513,7 @@ class MixedConvNN:
     # --- training --------------------------------------------------------------------------------
     def setOptimizerParams(self, SGD=None, CG=None, RPROP=None, LBFGS=None, Adam=None,
                            weight_decay=0.0):
-        """Set the optimisers' hyperparameters (spec 2.11).
+        """Set the optimisers' hyperparameters (as ELEKTRONN 1.0).
 
         ``SGD`` ``{'LR', 'momentum'}`` and ``weight_decay`` are shared variables and take
         effect at once; ``RPROP``, ``CG``, ``LBFGS`` and ``Adam`` dicts update the defaults

@@ -1,9 +1,9 @@
 """Gabor and blob filters for initialising 2-D convolution filters.
 
 :func:`makeGabor`, :func:`makeGaborFilters` and :func:`blob` follow ELEKTRONN 1.0
-(spec section 1.4). :func:`gabor_initial_weights` builds the weights of
-``ConvLayer2d.gaborInitialisation`` (spec section 2.4), with the original's crashes
-fixed (quirk N40): any number of filters and any number of input channels work.
+:func:`gabor_initial_weights` builds the weights of
+``ConvLayer2d.gaborInitialisation``, with the original's crashes
+fixed (docs/differences.md, N40): any number of filters and any number of input channels work.
 
 Pure numpy; no PyTensor.
 """
@@ -183,7 +183,7 @@ def gabor_initial_weights(filter_shape, rng=None):
 
     Notes
     -----
-    Fixes of quirk N40: the original crashed for odd ``nof`` (a wrong index when
+    Fixes of N40 (docs/differences.md): the original crashed for odd ``nof`` (a wrong index when
     appending the blob), for ``nof`` of 1 or 2 (no Gabor filters), and for fewer than 3
     channels, and left channels beyond the third at zero.
     """

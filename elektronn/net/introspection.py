@@ -1,7 +1,8 @@
 """Plots of a network's filters, activations and parameter/activation histograms.
 
-The functions of ELEKTRONN 1.0's ``elektronn.net.introspection`` (spec sections 1.5 and
-2.14), with quirk N43 fixed: subplots are numbered from 1, reshapes use integers,
+The functions of ELEKTRONN 1.0's ``elektronn.net.introspection``, with the
+original's plotting bugs fixed (docs/differences.md, N43): subplots are numbered from 1, reshapes
+use integers,
 :func:`plotFilters` saves its image *before* showing it, and 3-D filters and activations are
 shown as mosaics of 2-D slices.
 

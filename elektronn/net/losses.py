@@ -19,7 +19,7 @@ Layouts: class probabilities ``P`` are ``(bs, K, *spatial)`` (``(bs, K)`` for pe
 ``(bs, K, x, y)`` for 2-D and ``(bs, K, z, x, y)`` for 3-D conv layers); integer labels ``y`` are
 ``(bs, *spatial)``.  A label that is negative or ``>= K`` selects no class and is ignored.
 
-Fixes against the original (``DECISIONS.md``, spec quirks N1-N3, N35): the 2-D rule takes
+Fixes against the original (docs/differences.md, N1-N3, N35): the 2-D rule takes
 example weights and lazy-label masks; label propagation without ``mask_class_labeled`` means
 "every class is labelled" and acts only on pixels whose label selects no class (with the mask
 it behaves exactly as the original); the perceptron's label propagation follows that same
@@ -206,7 +206,7 @@ def nll(
     dn_count : {"voxels", "pairs"}
         How the down-vote term enters the normaliser: the number of (example, class, pixel)
         triples with ``mask_class_not_present`` set (3-D layers), or of (example, class) pairs
-        (2-D layers, spec quirk N4).
+        (2-D layers, docs/differences.md, N4).
     instance : {"scalar", "pixels", "classes"}
         Second return value: the loss itself (3-D), the per-pixel loss summed over classes
         ``(bs, *spatial)`` (2-D), or the unsummed terms ``(bs, K, *spatial)`` (perceptron).
@@ -282,7 +282,7 @@ def nll_affinity(P, y, class_weights=None):
     """Binary cross-entropy between probabilities and 0/1 targets of the same shape.
 
     ``-mean(cw[1] * y * log(P + 1e-8) + cw[0] * (1 - y) * log(1 - P + 1e-8))`` (the original
-    added the second term with the wrong sign, spec quirk N35).
+    added the second term with the wrong sign, docs/differences.md, N35).
 
     Parameters
     ----------
@@ -296,7 +296,7 @@ def nll_affinity(P, y, class_weights=None):
     Returns
     -------
     loss, loss
-        The "instance" is the scalar itself (spec quirk N5).
+        The "instance" is the scalar itself (docs/differences.md, N5).
     """
     P = _probabilities(P)
     y = _labels(y, P.ndim, "(the shape of class_probabilities)").astype(P.dtype)
@@ -354,7 +354,7 @@ def malis_loss(P, aff_gt, seg_gt, unrestrict_neg=True):
 def nll_multiple_binary(activation, y, class_weights=None):
     """Independent binary NLL per label (multi-label perceptron output).
 
-    As in the original (spec quirk N36), ``sigmoid(activation)`` is the probability of
+    As in the original (docs/differences.md, N36), ``sigmoid(activation)`` is the probability of
     label **0**: a high activation predicts 0.
 
     Parameters
@@ -458,7 +458,7 @@ def errors(prediction, y, ignore_unlabeled=True):
     ignore_unlabeled : bool
         Conv layers (True): the mean over pixels with ``y >= 0`` only, NaN when there are none.
         Perceptrons (False): the mean over all examples, negative labels counting as errors
-        (spec quirk N37).
+        (docs/differences.md, N37).
 
     Returns
     -------

@@ -4,7 +4,7 @@
 configuration (``filters``, ``pool``, ``nof_filters``, ``MLP_layers`` ...) into layers, compiles
 the net and sets its optimiser, dropout and initial parameters. :func:`createNetfromParams`
 infers a conv-only architecture from a saved parameter file, e.g. to predict with a trained net
-without its configuration (spec section 2.12).
+without its configuration.
 """
 
 import copy
@@ -280,7 +280,8 @@ def createNetfromParams(param_file, patch_size, batch_size=1, activation_func="t
     -------
     MixedConvNN
         The compiled net with the file's parameters. Its ``dimension_calc`` is the calculator
-        of the architecture (a fix of ELEKTRONN 1.0, quirk N33), so ``predictDense`` needs no
+        of the architecture (a fix of ELEKTRONN 1.0, docs/differences.md, N33), so
+        ``predictDense`` needs no
         explicit offset, and its ``patch_size`` is the valid input size chosen.
 
     Raises

@@ -18,10 +18,11 @@ entries a compiled graph uses are added to its updates, so every call draws fres
 The optimiser writes back ``_last_grads`` (the momentum buffers, shared by SGD, RPROP and CG)
 and ``get_loss``.
 
-Numerics are those of ELEKTRONN 1.0 (spec 2.11): weight decay is added in the update, not to
+Numerics are those of ELEKTRONN 1.0: weight decay is added in the update, not to
 the loss, and its placement differs per optimiser (SGD ``LR*wd*theta``, RPROP ``wd*theta``
-without the step size, none for Adam, CG and L-BFGS).  Fixed against the original (spec
-quirks N23-N30): the optimisers work without a model object; duplicated (shared) parameters
+without the step size, none for Adam, CG and L-BFGS).  Fixed against the original
+(docs/differences.md, N23-N30): the optimisers work without a model object; duplicated (shared)
+parameters
 are optimised once, with their buffers aligned; every optimiser has :meth:`Optimizer.reset`
 for the state it really has; Adam has defaults; L-BFGS writes back scipy's optimum and
 reports its outcome correctly.
@@ -83,7 +84,7 @@ __all__ = [
 
 logger = logging.getLogger("elektronn")
 
-# Hyperparameter defaults of ``MixedConvNN.setOptimizerParams`` (spec 2.11).  Read-only: copy
+# Hyperparameter defaults of ``MixedConvNN.setOptimizerParams`` (ELEKTRONN 1.0's).  Read-only: copy
 # them (``dict(CG_DEFAULTS)``) before changing anything.
 SGD_DEFAULTS = MappingProxyType({"LR": 0.001, "momentum": 0.9})
 ADAM_DEFAULTS = MappingProxyType({"LR": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8})
@@ -111,7 +112,7 @@ NAN_POLICIES = ("raise", "warn")
 _ONE = np.float32(1)
 _ZERO = np.float32(0)
 # The original's line search starts with this "previous loss", so a first trial loss above it
-# ends the search at once (reproduced, spec 2.11 / N28).
+# ends the search at once (kept, docs/differences.md N28).
 _CG_INITIAL_LAST_LOSS = 1e6
 # scipy's warnflag -> message (the original printed "L-BFGS aborted!" for 0 and 2, N29).
 _LBFGS_OUTCOME = {
@@ -388,7 +389,7 @@ class Optimizer:
     Notes
     -----
     ELEKTRONN 1.0 stored X, Y and params only when a model was given, and misaligned the
-    momentum buffers of duplicated parameters (spec N24); both are fixed.
+    momentum buffers of duplicated parameters (docs/differences.md, N24); both are fixed.
     """
 
     #: Hyperparameter keys baked into the compiled functions (changing them needs a new object).
@@ -600,7 +601,7 @@ class Optimizer:
 
 
 class compileSGD(Optimizer):
-    """Stochastic gradient descent with momentum (spec 2.11).
+    """Stochastic gradient descent with momentum.
 
     ``v <- g + momentum*v``; ``theta <- theta - LR*v - LR*wd*theta``; returns the loss before
     the update.
@@ -639,7 +640,7 @@ class compileSGD(Optimizer):
 
 
 class compileAdam(Optimizer):
-    """Adam (spec 2.11; the original docstring called it SGD).
+    """Adam (the original's docstring called it SGD).
 
     No weight decay.  Returns the loss before the update.
 
@@ -679,7 +680,7 @@ class compileAdam(Optimizer):
 
 
 class compileRPROP(Optimizer):
-    """Resilient backpropagation, ELEKTRONN 1.0's variant (spec 2.11, N26).
+    """Resilient backpropagation, ELEKTRONN 1.0's variant (docs/differences.md, N26).
 
     Per-element step sizes grow by ``gain`` while the gradient keeps its sign and shrink by
     ``penalty`` when it flips, clipped to :data:`RPROP_STEP_BOUNDS`; the weight-decay term
@@ -721,7 +722,7 @@ class compileCG(Optimizer):
 
     One call runs ``n_steps`` line searches along conjugate directions on the same batch and
     returns the loss and instance after the update.  No weight decay.  The line search
-    reproduces the original (spec 2.11, N28), see :meth:`lineSearch`.
+    reproduces the original (docs/differences.md, N28), see :meth:`lineSearch`.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Reading and writing ELEKTRONN parameter files (the layer under ``saveParameters``).
 
 A parameter file is a *stream of consecutive pickles* (protocol 2), as written by
-ELEKTRONN 1.0 under Python 2.7 (spec section 2.12):
+ELEKTRONN 1.0 under Python 2.7:
 
 1. ``shape_info``: a list with one shape tuple per layer, the shape of the layer's
    ``params[0]`` (the W shape for conv layers, the **b** shape ``(n_out,)`` for
@@ -506,7 +506,7 @@ def _adapt_5d(saved, target, rng, centre_per_axis):
 def adapt_conv_filter(saved, target_shape, rng=None, *, centre_per_axis=True):
     """Fit a saved weight array to a layer's ``params[0]`` of another shape.
 
-    This is the W step of ``loadParameters(strict=False)`` (spec section 2.12, quirk N32).
+    This is the W step of ``loadParameters(strict=False)`` (docs/differences.md, N32).
 
     * Equal shapes: a float32 copy of ``saved``.
     * Both 4-D (2-D conv, ``(nof, ch, x, y)``): start from ``N(0, 0.02)``; only the
@@ -557,7 +557,7 @@ def adapt_conv_filter(saved, target_shape, rng=None, *, centre_per_axis=True):
 def adapt_bias(saved, target_shape, rng=None):
     """Fit a saved array to a layer's ``params[1]`` along its first axis.
 
-    This is the b step of ``loadParameters(strict=False)`` (spec section 2.12).
+    This is the b step of ``loadParameters(strict=False)`` of ELEKTRONN 1.0.
 
     * Equal shapes: a float32 copy of ``saved``.
     * Shorter target: the leading entries.

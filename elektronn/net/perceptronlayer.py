@@ -17,7 +17,7 @@ logger = logging.getLogger("elektronn")
 
 
 def _bias_init(activation, n, rng):
-    """Perceptron bias rule (spec 2.4): relu 1.0, sigmoid 0.5, otherwise U(±1e-6)."""
+    """Perceptron bias rule (as ELEKTRONN 1.0): relu 1.0, sigmoid 0.5, otherwise U(±1e-6)."""
     if activation == "relu":
         return np.ones(n, np.float32)
     if activation == "sigmoid":
@@ -89,7 +89,7 @@ class PerceptronLayer:
         return initWeights((self.n_in, self.n_out), "glorot", "uni", rng=self._rng)
 
     def randomizeWeights(self, scale="glorot", mode="uni"):
-        """Re-initialise W (glorot uniform) and b (spec 2.4)."""
+        """Re-initialise W (glorot uniform) and b."""
         self.W.set_value(initWeights((self.n_in, self.n_out), scale, mode, rng=self._rng))
         self.b.set_value(_bias_init(self.activation_func, self.n_out, self._rng))
 

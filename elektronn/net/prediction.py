@@ -1,6 +1,6 @@
 """Dense prediction: a class-probability map for every pixel of an image or volume.
 
-:func:`predict_dense` is ``MixedConvNN.predictDense`` of ELEKTRONN 1.0 (spec 2.7).  The image is
+:func:`predict_dense` is ``MixedConvNN.predictDense`` of ELEKTRONN 1.0.  The image is
 cut into tiles; every tile is predicted by one or more forward passes of the net on a
 ``patch_size`` window, and the outputs are interleaved into a dense map:
 

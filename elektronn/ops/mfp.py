@@ -29,7 +29,7 @@ __all__ = [
 
 
 def fragment_offsets(offsets, strides, pool):
-    """MFP bookkeeping of one layer (spec 2.6).
+    """MFP bookkeeping of one layer (see docs/mfp.md).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""``elektronn-train``: train a net as a configuration file describes (spec section 3.9).
+"""``elektronn-train``: train a net as a configuration file describes.
 
 Usage::
 

@@ -29,12 +29,13 @@ Random numbers of CNNData
 -------------------------
 Every object has one ``numpy.random.Generator`` (:attr:`CNNData.rng`), seeded from ``seed``
 (default: fresh entropy) and re-seeded from that seed and the process id whenever
-``getbatch`` runs in a new process, so background workers draw different batches (quirk T5).
+``getbatch`` runs in a new process, so background workers draw different batches
+(docs/differences.md, T5).
 Warp parameters, flips and grey augmentation use this generator too.
 
 CNNData: changes against ELEKTRONN 1.0
 --------------------------------------
-Kept (spec R): the cut position is ``randint(0, s - p)`` per axis, so the last position of a
+Kept (T7 in docs/differences.md): the cut position is ``randint(0, s - p)`` per axis, so the last position of a
 cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
 become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
 ``offset`` and ``stride`` are floored to ints; cube priorities are relative weights, not

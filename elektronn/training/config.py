@@ -1,6 +1,6 @@
 """The training configuration: hard-coded defaults, a user default file and a per-run file.
 
-ELEKTRONN 1.0's three levels (spec section 3.1), each overriding the one before:
+ELEKTRONN 1.0's three levels, each overriding the one before:
 
 1. :class:`MasterConfig`: the distribution's defaults (:func:`master_defaults`, the one
    source of defaults; ``CONFIG_DEFAULTS`` of :mod:`elektronn.net.netcreation` are these).
@@ -21,7 +21,8 @@ file and is as trusted as any script the user runs. Names starting with ``_`` an
 modules are helpers and are ignored; any other name must be an option. An unknown name is
 reported with the closest option name, a value of the wrong type with the type expected.
 
-Unlike ELEKTRONN 1.0 (quirk T1) no instance shares state with another: every configuration
+Unlike ELEKTRONN 1.0 (docs/differences.md, T1) no instance shares state with another: every
+configuration
 holds deep copies of the defaults, and the shared :class:`DefaultConfig` is never modified.
 
 Examples
@@ -95,7 +96,8 @@ _KINDS = {
 }
 
 # (group, [(name, default, kinds, description), ...]) in the order of ELEKTRONN 1.0's
-# MasterConfig; the defaults are those of its code (quirk T17: the code wins over the docs).
+# MasterConfig; the defaults are those of its code (docs/differences.md, T17: the code wins over
+# the docs).
 _OPTIONS = (
     ("Toolkit setup", (
         ("save_path", _SAVE_ROOT + "Test/", ("path",),
@@ -605,7 +607,7 @@ class Config:
         among the example configs (:data:`EXAMPLE_CONFIG_DIR`). None: no file.
     gpu : None, bool, int or str, optional
         ELEKTRONN 1.0 selected a Theano GPU with it. PyTensor has no such switch; the value
-        is kept as :attr:`gpu` for the caller (quirk T16) and otherwise ignored.
+        is kept as :attr:`gpu` for the caller (docs/differences.md, T16) and otherwise ignored.
     trainer_file : str, os.PathLike or None, optional
         The script that drives the training, copied to ``<save_path>/Backup/elektronn-train``.
     use_existing_dir : bool, optional
@@ -644,7 +646,7 @@ class Config:
 
     Notes
     -----
-    Fixes against ELEKTRONN 1.0 (besides quirk T1): ``save_path`` defaults to
+    Fixes against ELEKTRONN 1.0 (besides T1 in docs/differences.md): ``save_path`` defaults to
     ``~/CNN_Training/<save_name>/`` when no file sets it (ELEKTRONN 1.0 used
     ``~/CNN_Training/Test/`` whatever the name), and always ends with a path separator;
     ``~`` is also expanded in the path of a ``(path, class name)`` ``data_class_name``;

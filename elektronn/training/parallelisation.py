@@ -2,16 +2,16 @@
 
 :class:`BackgroundProc` runs a batch function (e.g. ``CNNData.getbatch``) in worker processes.
 Each worker keeps up to ``prefetch`` finished batches in its own queue; :meth:`~BackgroundProc.get`
-takes them round-robin, as ELEKTRONN 1.0 did with its shared-memory workers (spec 3.8).
+takes them round-robin, as ELEKTRONN 1.0 did with its shared-memory workers.
 
 Differences to ELEKTRONN 1.0: results travel through ``multiprocessing`` queues instead of
 shared ctypes arrays (the copy ``get`` made anyway is the unpickling here); every worker
-reseeds numpy's global random state with its own seed (quirk T5; ``CNNData`` and the
+reseeds numpy's global random state with its own seed (docs/differences.md, T5; ``CNNData`` and the
 ``traindata`` classes also reseed their own generators when they see a new process id);
 workers ignore SIGINT, so Ctrl-C reaches only the trainer; an exception in a worker is raised
 by :meth:`~BackgroundProc.get` with the worker's traceback. As in ELEKTRONN 1.0 the target is
 called once in the parent first: it fails early there, and it fixes the dtypes and shapes
-every batch must have (quirk T19).
+every batch must have (docs/differences.md, T19).
 
 Requires the ``fork`` start method (Linux, macOS with care): the workers inherit the loaded
 data instead of pickling it.

@@ -21,7 +21,8 @@ _TRANSPOSES_2D = [(0, 1, 2), (2, 0, 1), (1, 2, 0)]
 def valid_2d_transposes(shape, ps):
     """Transposes of a ``(z, x, y)`` cube whose slices (last two axes) hold a 2-D patch ``ps``.
 
-    ELEKTRONN 1.0 compared the first two axes of the transposed shape (quirk T7, fixed).
+    ELEKTRONN 1.0 compared the first two axes of the transposed shape (fixed,
+    docs/differences.md, T7).
     """
     return [T for T in _TRANSPOSES_2D
             if all(p <= s for p, s in zip(ps, np.take(shape, T)[1:], strict=True))]

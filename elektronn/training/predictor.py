@@ -1,4 +1,4 @@
-"""Build a trained image CNN from its training configuration, for prediction (spec 3.7).
+"""Build a trained image CNN from its training configuration, for prediction.
 
 Examples
 --------

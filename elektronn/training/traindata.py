@@ -12,7 +12,7 @@ Each data set has its own generator ``rng`` (``numpy.random.default_rng``), seed
 given seed reproduces the batch sequence. A forked worker process (e.g. one that prefetches
 batches) notices the new process id at its next ``getbatch``, switches to a stream derived
 from the seed and its id and starts a new epoch, so that workers do not repeat each other's
-batches (ELEKTRONN 1.0 forgot this for these classes, quirk T5).
+batches (ELEKTRONN 1.0 forgot this for these classes, docs/differences.md, T5).
 
 MNIST
 -----
@@ -238,7 +238,8 @@ class BalancedData(Data):
     ``getbatch(batch_size, balanced=True)`` returns ``batch_size // n_lab`` examples of each
     class (labels ``0 .. n_lab-1``), sorted by class; the remaining ``batch_size % n_lab``
     examples come from as many randomly chosen classes, one each (ELEKTRONN 1.0 left those
-    rows uninitialised, quirk T14). Each class is walked through its own random permutation.
+    rows uninitialised, docs/differences.md, T14). Each class is walked through its own random
+    permutation.
     """
 
     def __init__(self, n_lab=None, seed=None):
@@ -512,7 +513,8 @@ class MNISTData(Data):
 
     Notes
     -----
-    Fixed against ELEKTRONN 1.0 (quirk T4): validation and test batches are never warped
+    Fixed against ELEKTRONN 1.0 (docs/differences.md, T4): validation and test batches are never
+    warped
     (the original warped validation batches when ``warp_on``), and flat batches of a set
     smaller than ``batch_size`` work. Augmentation draws from :attr:`rng`, not numpy's global
     generator.

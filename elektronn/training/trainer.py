@@ -1,4 +1,4 @@
-"""The training loop of ELEKTRONN's pipeline (spec section 3.2).
+"""The training loop of ELEKTRONN's pipeline.
 
 A :class:`Trainer` loads the data a :class:`~elektronn.training.config.Config` describes,
 builds the net with :func:`~elektronn.net.netcreation.createNet` and trains it::
@@ -20,7 +20,8 @@ Differences to ELEKTRONN 1.0:
   cleanly, with the parameters, history and plots saved as at a normal end.
 * A diverging loss (NaN or inf) ends the training without overwriting the ``-LAST`` parameters
   (ELEKTRONN 1.0 opened the console).
-* Auxiliary inputs are passed in the compiled order (quirk T3); ``reset`` passes the weight
+* Auxiliary inputs are passed in the compiled order (docs/differences.md, T3); ``reset`` passes
+  the weight
   decay by keyword (T2); the training can be resumed (:meth:`Trainer.resume`).
 * Files go to ``save_path`` by absolute path; the working directory is not changed.
 """
@@ -239,7 +240,9 @@ class Trainer:
         return 2 if self.config.target == "malis" else 1
 
     def assembleArgs(self, batch):
-        """Order a batch and the configured extras as the compiled loss expects (quirk T3).
+        """Order a batch and the configured extras as the compiled loss expects.
+
+        Fixes T3 of docs/differences.md.
 
         Parameters
         ----------

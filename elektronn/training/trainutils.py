@@ -1,13 +1,14 @@
 """Helpers of the training pipeline: history files, progress plots, h5 I/O, small utilities.
 
-The subset of ELEKTRONN 1.0's ``trainutils`` (spec section 3.6) that the port's
+The subset of ELEKTRONN 1.0's ``trainutils`` that the port's
 :class:`~elektronn.training.trainer.Trainer` uses. Every file is written atomically (to a
 temporary file in the target folder that then replaces the target), so an interrupted run
 never leaves a half-written history or plot. Plots are drawn with matplotlib's object API on
 an Agg canvas: no display and no ``pyplot`` state are needed.
 
 Left out of the port: the interactive console (``pprintmenu``, ``userInput``), the GPU helpers
-(``get_free_gpu``, ``parseargs_dev``; PyTensor has no GPU switch, quirk T16), ``pickleSave``,
+(``get_free_gpu``, ``parseargs_dev``; PyTensor has no GPU switch, docs/differences.md, T16),
+``pickleSave``,
 ``pickleLoad``, ``previewDiffPlot`` and ``timeit``.
 """
 
@@ -340,7 +341,8 @@ def _plot_cg(cg, save_name, folder):
 def plotInfoFromFiles(path, save_name, autoscale=True):
     """Redraw the plots of a training folder from its history files.
 
-    Reads ``<path>/Backup/<save_name>.<series>.npy`` (quirk T12 fixed: the CG series is read
+    Reads ``<path>/Backup/<save_name>.<series>.npy`` (docs/differences.md, T12 fixed: the CG
+    series is read
     from ``.CGtimeline.npy``, the name :func:`saveHist` writes) and writes the plots to
     ``path``.
     """

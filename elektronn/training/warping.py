@@ -34,14 +34,15 @@ Layouts are the original's: 2-D images ``(ch, x, y)``, 3-D images ``(z, ch, x, y
 Labels
 ------
 :func:`warp2dJoint` / :func:`warp3dJoint` warp labels with the image's transform. Label voxels
-that map outside the source become **0**, i.e. class 0, not an ignore label (quirk T9 of
+that map outside the source become **0**, i.e. class 0, not an ignore label (T9 of
 ELEKTRONN 1.0, kept).
 
 Random parameters
 -----------------
 :func:`getWarpParams`, :func:`randomFlip` and :func:`greyAugment` draw from a passed generator
 (``numpy.random.Generator``; a legacy ``RandomState`` works too), never from numpy's global
-state, so forked workers with their own generators do not repeat each other (quirk T5 fixed).
+state, so forked workers with their own generators do not repeat each other (docs/differences.md,
+T5).
 
 Changes against ELEKTRONN 1.0
 -----------------------------
@@ -304,7 +305,7 @@ def warp2dJoint(img, lab, patch_size, rot, shear, scale, stretch):
     img : ndarray of float32, shape ``(ch, px, py)``
     lab : ndarray
         Warped labels in the dtype of ``lab``; label pixels mapped from outside the labelled
-        area are 0 (class 0, quirk T9).
+        area are 0 (class 0, docs/differences.md, T9).
     """
     if np.ndim(lab) == 2:
         params = (rot, shear, (scale[0], scale[1], 1), (stretch[0], stretch[1], 0, 0), 0)
@@ -332,7 +333,7 @@ def warp3dJoint(img, lab, patch_size, rot=0, shear=0, scale=(1, 1, 1), stretch=(
     img : ndarray of float32, shape ``(pz, ch, px, py)``
     lab : ndarray
         Warped labels in the dtype of ``lab``; label voxels mapped from outside the labelled
-        volume are 0 (class 0, quirk T9).
+        volume are 0 (class 0, docs/differences.md, T9).
     """
     if np.ndim(lab) == 3:
         spatial = (np.shape(img)[0],) + np.shape(img)[2:]
@@ -446,7 +447,7 @@ def getWarpParams(patch_size, amount=1.0, rng=None):
         ``rot = min(15 - |twist|, 15 U)``; ``shear ~ U(±3)``.
     scale : ndarray of float
         ``1 + 0.1 U`` per axis, (x, y) or (x, y, z). In 2-D ``scale[0] = 1`` (only y is
-        scaled; quirk T10, kept).
+        scaled; kept, docs/differences.md, T10).
     stretch : ndarray of float
         ``U(±0.1)``, 2 (2-D) or 4 (3-D) values.
     twist : float or None

@@ -1,21 +1,26 @@
-"""The two nets recorded with ELEKTRONN 1.0 (see ../shared/golden/README.md)."""
+"""The two nets recorded with ELEKTRONN 1.0 (see tests/data/golden/README.md)."""
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from elektronn.net.convnet import MixedConvNN
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 
 def load_case(name):
-    """Return ``(param_file, inputs, reference)`` of a golden case, skipping if absent."""
-    if not (GOLDEN / f"{name}.param").exists():
-        pytest.skip("golden files not available")
-    return (GOLDEN / f"{name}.param", dict(np.load(GOLDEN / f"{name}_in.npz")),
-            dict(np.load(GOLDEN / f"{name}_ref.npz")))
+    """Return ``(param_file, inputs, reference)`` of a golden case."""
+    return (golden_file(f"{name}.param"), dict(np.load(golden_file(f"{name}_in.npz"))),
+            dict(np.load(golden_file(f"{name}_ref.npz"))))
+
+
+def golden_file(name):
+    """Path of a golden file; a missing one is an error (the files are part of the repo)."""
+    path = GOLDEN / name
+    if not path.is_file():
+        raise FileNotFoundError(f"golden file {path} is missing (see {GOLDEN / 'README.md'})")
+    return path
 
 
 def build_n2d():

@@ -1,4 +1,4 @@
-"""Tests of elektronn.net.gaborfilters (spec sections 1.4 and 2.4, quirk N40)."""
+"""Tests of elektronn.net.gaborfilters (docs/differences.md, N40)."""
 
 import math
 
@@ -9,7 +9,7 @@ from elektronn.net.gaborfilters import blob, gabor_initial_weights, makeGabor, m
 
 
 def reference_gabor(angle, n_modes, size, offset):
-    """The spec's formula written out pixel by pixel; returns (normalised, raw)."""
+    """ELEKTRONN 1.0's formula written out pixel by pixel; returns (normalised, raw)."""
     half = (size - 1) // 2 if size % 2 else size // 2
     step = 2 * half / (size - 1) if size > 1 else 0.0
     theta, phase = angle / 180 * math.pi, offset / 180 * math.pi

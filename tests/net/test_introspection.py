@@ -1,4 +1,4 @@
-"""Tests of elektronn.net.introspection (spec sections 1.5 and 2.14, quirk N43)."""
+"""Tests of elektronn.net.introspection (docs/differences.md, N43)."""
 
 import logging
 import os

@@ -1,4 +1,4 @@
-"""Losses and error rates against numpy references written from the spec formulas (spec 2.9)."""
+"""Losses and error rates against numpy references written from ELEKTRONN 1.0's formulas."""
 
 import numpy as np
 import pytensor
@@ -45,7 +45,7 @@ def _sym(name, value):
 
 
 def _ref_nll(P, y, cw=None, ew=None, ml=None, mn=None, t=None, dn_count="voxels"):
-    """Spec 2.9 (with the decided fixes), element by element; returns (loss, terms)."""
+    """ELEKTRONN 1.0's rule (fixes: docs/differences.md) per element; returns (loss, terms)."""
     bs, K = P.shape[:2]
     terms = np.zeros(P.shape)
     n_up = 0

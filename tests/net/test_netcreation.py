@@ -1,8 +1,7 @@
-"""Tests of createNet and createNetfromParams (spec 2.12, quirk N33)."""
+"""Tests of createNet and createNetfromParams (docs/differences.md, N33)."""
 
 import logging
 import pickle
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,15 +14,10 @@ from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netcreation import CONFIG_DEFAULTS, createNet, createNetfromParams
 from elektronn.net.netutils import CNNCalculator
 from elektronn.net.perceptronlayer import PerceptronLayer
-
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
-
+from tests.net.golden import golden_file
 
 def golden(name):
-    path = GOLDEN / name
-    if not path.exists():
-        pytest.skip(f"golden file {path} not available")
-    return path
+    return golden_file(name)
 
 
 def w_shapes(cnn):
@@ -152,11 +146,9 @@ def test_from_params_golden_n3d():
                          desired_input=[7, 21, 21], n_dim=3)
     assert cnn.dimension_calc.offset == calc.offset == [2.5, 5.5, 5.5]  # N33 fixed
     # the net is the recorded one: same probabilities as ELEKTRONN 1.0
-    ref_path = GOLDEN / "n3d_ref.npz"
-    if ref_path.exists():
-        x = np.load(GOLDEN / "n3d_in.npz")["x"]
-        ref = np.load(ref_path)["probs0.value"]
-        np.testing.assert_allclose(cnn.class_probabilities(x), ref, rtol=1e-4, atol=1e-6)
+    x = np.load(golden("n3d_in.npz"))["x"]
+    ref = np.load(golden("n3d_ref.npz"))["probs0.value"]
+    np.testing.assert_allclose(cnn.class_probabilities(x), ref, rtol=1e-4, atol=1e-6)
 
 
 def test_from_params_file_poolings_override_argument(caplog):

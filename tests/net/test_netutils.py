@@ -1,4 +1,4 @@
-"""Tests of elektronn.net.netutils against the numbers of ELEKTRONN 1.0 (spec 2.4, 2.8, App. B)."""
+"""Tests of elektronn.net.netutils against the numbers of ELEKTRONN 1.0 (docs/cnncalculator.md)."""
 
 import ast
 import doctest
@@ -46,7 +46,7 @@ def assert_plain(value):
         assert type(value) in (int, float), (value, type(value))
 
 
-# --- the seed doc's example (spec 2.8) ------------------------------------------------------
+# --- the original docstring's example --------------------------------------------------------
 
 @pytest.fixture
 def doc_calc(caplog):
@@ -121,7 +121,7 @@ def test_module_doctest():
     assert result.attempted >= 3 and result.failed == 0
 
 
-# --- MNIST 2-D (spec 2.8) -------------------------------------------------------------------
+# --- MNIST 2-D ------------------------------------------------------------------------------
 
 def test_mnist_2d(caplog):
     caplog.set_level(logging.INFO, logger="elektronn")
@@ -247,7 +247,7 @@ def test_layers_carry_field_and_overlap():
     assert [layer.input for layer in c.layers] == [26, 12]
 
 
-# --- MFP (Appendix B, quirk N34) ------------------------------------------------------------
+# --- MFP (docs/differences.md, N34) --------------------------------------------------------
 
 def test_mfp_valid_inputs_pool3(caplog):
     c = CNNCalculator([5, 3, 1], [3, 2, 1], MFP=[1, 1, 0])
@@ -394,7 +394,7 @@ def test_library_code_does_not_print():
     assert "print" not in calls
 
 
-# --- initWeights (spec 2.4) -----------------------------------------------------------------
+# --- initWeights ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, pool, fans", [
     ((10, 20), None, (10, 20)),

@@ -1,4 +1,5 @@
-"""Optimisers against numpy references written from the spec formulas (spec 2.11, N23-N30).
+"""Optimisers against numpy references written from ELEKTRONN 1.0's formulas (docs/differences.md,
+N23-N30).
 
 The stand-in model objects carry exactly the attributes the net provides (``_x``, ``_y``,
 ``_y_aux``, ``_loss``, ``_loss_instance``, ``_gradients``, ``params``, ``_last_grads``,
@@ -309,7 +310,7 @@ def test_lbfgs_outcome_message(rng, monkeypatch, caplog, warnflag, text):
     assert ("aborted" in messages[0]) == (warnflag == 2)
 
 
-# --- the CG line search (spec 2.11, R N28) ----------------------------------------------------
+# --- the CG line search (kept, differences N28) -----------------------------------------------
 
 
 def quadratic_model():

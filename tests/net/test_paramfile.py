@@ -20,8 +20,8 @@ from elektronn.net.paramfile import (
     split_layers,
     write_param_file,
 )
+from tests.net import golden
 
-GOLDEN = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "golden"
 CASES = ["n2d_clf", "n3d"]
 
 # The globals Python 2.7 with numpy 1.x can resolve; our files may only use these.
@@ -36,10 +36,7 @@ PY2_GLOBALS = {
 
 
 def golden_file(case, suffix):
-    path = GOLDEN / f"{case}{suffix}"
-    if not path.exists():
-        pytest.skip(f"golden file {path} not available")
-    return path
+    return golden.golden_file(f"{case}{suffix}")
 
 
 def split_on_minus_one(flat):

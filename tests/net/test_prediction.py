@@ -1,4 +1,4 @@
-"""Tests of elektronn.net.prediction (``predictDense``, spec 2.7) and elektronn.utils.
+"""Tests of elektronn.net.prediction (``predictDense``) and elektronn.utils.
 
 The reference is a naive loop: for every output pixel, cut a patch (from a non-MFP net of
 the same weights) whose strided output grid contains the pixel's window, run

@@ -26,7 +26,7 @@ def sliding_pool(x, ws, mode="max"):
 
 
 def test_fragment_offsets_worked_example():
-    """Spec 2.6: two MFP layers with pool (2, 2), starting from batch 1."""
+    """docs/mfp.md: two MFP layers with pool (2, 2), starting from batch 1."""
     o1, s1 = ops.fragment_offsets(None, None, (2, 2))
     assert o1.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]] and s1.tolist() == [2, 2]
     o2, s2 = ops.fragment_offsets(o1, s1, (2, 2))

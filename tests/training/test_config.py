@@ -1,4 +1,4 @@
-"""Tests of the three-level training configuration (spec section 3.1, quirks T1, T16, T17)."""
+"""Tests of the three-level training configuration (docs/differences.md, T1, T16, T17)."""
 
 import logging
 import os
