@@ -35,8 +35,8 @@ Warp parameters, flips and grey augmentation use this generator too.
 
 CNNData: changes against ELEKTRONN 1.0
 --------------------------------------
-Kept (T7 in docs/differences.md): the cut position is ``randint(0, s - p)`` per axis, so the last position of a
-cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
+Kept (see docs/differences.md): the cut position is ``randint(0, s - p)`` per axis, so the last
+position of a cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
 become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
 ``offset`` and ``stride`` are floored to ints; cube priorities are relative weights, not
 normalised by the user. Fixed: the 2-D choice of transposed slicing directions checks the
