@@ -24,14 +24,14 @@ Examples
 [0, 1]
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from elektronn.atomicio import atomic_path
 
 __all__ = ["RAW_NAME", "LABEL_NAME", "em_volume", "write_h5", "read_h5", "write_cubes"]
 
@@ -154,16 +154,8 @@ def write_h5(path, name, array):
     array : ndarray
         The data (stored gzip-compressed, in its dtype).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(name, data=array, compression="gzip", compression_opts=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(name, data=array, compression="gzip", compression_opts=1)
 
 
 def read_h5(path, name):

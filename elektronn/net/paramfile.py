@@ -29,12 +29,12 @@ import logging
 import os
 import pickle
 import pickletools
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from elektronn.atomicio import atomic_write
 from elektronn.utils import as_rng
 
 __all__ = [
@@ -238,20 +238,6 @@ def _dumps_py2(obj) -> bytes:
     return b"".join(pieces)
 
 
-def _fsync_directory(directory):
-    """Make a rename in ``directory`` durable where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_param_file(path, objects: Iterable) -> None:
     """Write objects as a parameter file, each as its own protocol-2 pickle, atomically.
 
@@ -277,27 +263,18 @@ def write_param_file(path, objects: Iterable) -> None:
         If the file cannot be written.
     """
     path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for index, obj in enumerate(objects):
-                try:
-                    _check_tree(obj, f"object #{index}")
-                except TypeError as err:
-                    raise ParameterFileError(path, f"cannot write {err}") from None
-                f.write(_dumps_py2(obj))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    objects = list(objects)
+    for index, obj in enumerate(objects):  # check all before anything is written
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
+            _check_tree(obj, f"object #{index}")
+        except TypeError as err:
+            raise ParameterFileError(path, f"cannot write {err}") from None
+
+    def write(f):
+        for obj in objects:
+            f.write(_dumps_py2(obj))
+
+    atomic_write(path, write, mode=0o644)
 
 
 # --------------------------------------------------------------------------------------

@@ -41,13 +41,13 @@ import numbers
 import os
 import re
 import shutil
-import tempfile
 import types
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from elektronn.atomicio import atomic_write
 from elektronn.net.netutils import CNNCalculator
 
 __all__ = [
@@ -443,23 +443,6 @@ def _literal(value):
     return value
 
 
-def _atomic_write(path, write, mode):
-    """Write ``path`` through a temporary file in its folder and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_config_file(options, path, header=""):
     """Write options as a config file that :class:`Config` reads back to the same values.
 
@@ -497,7 +480,7 @@ def write_config_file(options, path, header=""):
                 raise ConfigError(f"option {name} = {text} cannot be written to a config file")
             lines += [f"# {_HELP[name]}", f"{name} = {text}"]
     data = ("\n".join(lines).lstrip("\n") + "\n").encode("utf-8")
-    _atomic_write(path, lambda f: f.write(data), 0o644)
+    atomic_write(path, data)
 
 
 # --- the three levels ----------------------------------------------------------------------------
@@ -967,4 +950,4 @@ def _atomic_copy(src, dst, mode=0o755):
     """Copy ``src`` to ``dst`` atomically, with permissions ``mode`` (ELEKTRONN 1.0: 0755)."""
     with open(src, "rb") as f:
         data = f.read()
-    _atomic_write(dst, lambda out: out.write(data), mode)
+    atomic_write(dst, data, mode)

@@ -1,9 +1,9 @@
 """Helpers of the training pipeline: history files, progress plots, h5 I/O, small utilities.
 
 The subset of ELEKTRONN 1.0's ``trainutils`` that the port's
-:class:`~elektronn.training.trainer.Trainer` uses. Every file is written atomically (to a
-temporary file in the target folder that then replaces the target), so an interrupted run
-never leaves a half-written history or plot. Plots are drawn with matplotlib's object API on
+:class:`~elektronn.training.trainer.Trainer` uses. Every file is written atomically and
+durably (:mod:`elektronn.atomicio`), so an interrupted run never leaves a half-written history
+or plot. Plots are drawn with matplotlib's object API on
 an Agg canvas: no display and no ``pyplot`` state are needed.
 
 Left out of the port: the interactive console (``pprintmenu``, ``userInput``), the GPU helpers
@@ -16,11 +16,12 @@ import importlib.util
 import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from elektronn.atomicio import atomic_path, atomic_write
 
 __all__ = ["atomic_write", "save_png", "import_variable_from_file", "xyz2zyx", "h5Save",
            "h5Load", "saveHist", "loadHist", "plotInfo", "plotInfoFromFiles", "HIST_NAMES"]
@@ -29,27 +30,6 @@ logger = logging.getLogger("elektronn")
 
 HIST_NAMES = ("history", "timeline", "errors", "CGtimeline")
 """The series :func:`saveHist` writes, as ``Backup/<name>.<series>.npy``."""
-
-
-def atomic_write(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file that replaces it.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    data : bytes
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _npy_bytes(array):
@@ -137,17 +117,9 @@ def h5Save(data, file_name, keys="None", compress=True):
     if isinstance(keys, str):
         keys = [keys] if len(arrays) == 1 else [f"{keys}{i}" for i in range(len(arrays))]
     path = Path(os.path.expanduser(os.fspath(file_name)))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".h5.tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, array in zip(keys, arrays, strict=True):
-                f.create_dataset(key, data=array, compression="lzf" if compress else None)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, array in zip(keys, arrays, strict=True):
+            f.create_dataset(key, data=array, compression="lzf" if compress else None)
 
 
 def h5Load(file_name, keys=None):
