@@ -8,6 +8,8 @@ import pytest
 import elektronn  # noqa: F401  (configures PyTensor: float32, compile dir)
 from elektronn.ops import _kernels
 
+pytest_plugins = ["tests.ci_skips"]
+
 
 @pytest.fixture
 def rng(request):

@@ -8,6 +8,10 @@ from tests.net.golden import BUILDERS, load_case
 
 CASES = sorted(BUILDERS)
 
+# float32 reaches ~2e-7 relative to the recorded values (forward and after two SGD steps);
+# 1e-5 leaves room for summation order, yet momentum 0.88 instead of 0.9 fails (1e-3 on n2d_clf).
+TOL = 1e-5
+
 
 @pytest.fixture(scope="module", params=CASES)
 def case(request):
@@ -37,14 +41,14 @@ def test_forward_outputs(case):
     _, cnn, _, inp, ref = case
     probs = cnn.class_probabilities(inp["x"])
     assert probs.shape == ref["probs0.value"].shape
-    assert rel_err(probs, ref["probs0.value"]) < 1e-4
+    assert rel_err(probs, ref["probs0.value"]) < TOL
     loss, err, pred = cnn.get_error(inp["x"], inp["y"])
-    assert rel_err(loss, ref["err0.loss"]) < 1e-4
+    assert rel_err(loss, ref["err0.loss"]) < TOL
     assert abs(err - ref["err0.error"]) < 1e-6
     np.testing.assert_array_equal(pred, ref["err0.prediction"])
     loss, inst = cnn.get_loss(inp["x"], inp["y"])
-    assert rel_err(loss, ref["loss0.loss"]) < 1e-4
-    assert rel_err(inst, ref["loss0.loss_instance"]) < 1e-4
+    assert rel_err(loss, ref["loss0.loss"]) < TOL
+    assert rel_err(inst, ref["loss0.loss_instance"]) < TOL
 
 
 def test_parameter_roundtrip(case, tmp_path):
@@ -81,9 +85,9 @@ def test_two_sgd_steps(name):
     cnn.setOptimizerParams(SGD={"LR": GOLDEN_SGD_LR[name], "momentum": 0.9}, weight_decay=0.0)
     for k in (1, 2):
         loss, inst, _ = cnn.trainingStep(inp["x"], inp["y"], mode="SGD")
-        assert rel_err(loss, ref[f"sgd_step{k}.loss"]) < 1e-3
-        assert rel_err(inst, ref[f"sgd_step{k}.loss_instance"]) < 1e-3
-    assert rel_err(cnn.class_probabilities(inp["x"]), ref["probs2.value"]) < 1e-3
+        assert rel_err(loss, ref[f"sgd_step{k}.loss"]) < TOL
+        assert rel_err(inst, ref[f"sgd_step{k}.loss_instance"]) < TOL
+    assert rel_err(cnn.class_probabilities(inp["x"]), ref["probs2.value"]) < TOL
     loss, inst = cnn.get_loss(inp["x"], inp["y"])
-    assert rel_err(loss, ref["loss2.loss"]) < 1e-3
-    assert rel_err(inst, ref["loss2.loss_instance"]) < 1e-3
+    assert rel_err(loss, ref["loss2.loss"]) < TOL
+    assert rel_err(inst, ref["loss2.loss_instance"]) < TOL
