@@ -1,5 +1,8 @@
 """Shared test helpers."""
 
+import functools
+import os
+import platform
 import zlib
 
 import numpy as np
@@ -23,12 +26,51 @@ def distinct(rng, shape, spacing=0.05):
     return ((rng.permutation(n) - n / 2) * spacing).reshape(shape).astype(np.float32)
 
 
-@pytest.fixture
-def c_kernels():
-    """The compiled C kernel library; skips the test where it is unavailable."""
-    lib = _kernels.kernel_library()
-    if lib is None:
-        pytest.skip("C kernels unavailable")
+# The C kernels' vector widths: (compiler flags, CPU flags needed, lanes of the conv kernel).
+# ``-march=native`` picks one of them at run time; each is compiled and tested here, so a bug
+# in the path this machine does not take is still caught.  AVX-512 has 16 lanes; AVX2 and SSE2
+# 8 (SSE2 as two 4-wide halves, and the pooling kernels' generic, non-AVX code).
+KERNEL_WIDTHS = {
+    "avx512": (("-march=x86-64", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+                "-mfma"), {"avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"}, 16),
+    "avx2": (("-march=x86-64", "-mavx2", "-mfma"), {"avx2", "fma"}, 8),
+    "sse2": (("-march=x86-64",), {"sse2"}, 8),
+}
+
+
+def _cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.cache
+def kernel_build(width):
+    """The kernel library compiled for ``width`` (a key of :data:`KERNEL_WIDTHS`)."""
+    cc = _kernels.compiler()
+    if cc is None:
+        pytest.skip("C kernels unavailable: no C compiler")
+    target, needed, _ = KERNEL_WIDTHS[width]
+    if platform.machine() not in ("x86_64", "AMD64") or not needed <= _cpu_flags():
+        pytest.skip(f"CPU cannot run the {width} kernels")
+    return _kernels._build(cc, target)
+
+
+@pytest.fixture(params=sorted(KERNEL_WIDTHS))
+def c_kernels(request, monkeypatch):
+    """The C kernel library of each vector width, in use by :mod:`elektronn.ops._kernels`.
+
+    Skips where no compiler is available (a failure under ``CI=true``) or where the CPU cannot
+    run that width.
+    """
+    if os.environ.get("ELEKTRONN_KERNELS", "c").lower() == "numpy":
+        pytest.skip("C kernels unavailable: ELEKTRONN_KERNELS=numpy")
+    lib = kernel_build(request.param)
+    monkeypatch.setattr(_kernels, "_lib", lib)
     return lib
 
 

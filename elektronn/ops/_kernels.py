@@ -30,7 +30,8 @@ __all__ = [
 logger = logging.getLogger("elektronn")
 
 _SOURCES = [Path(__file__).with_name(name) for name in ("_conv_kernels.c", "_pool_kernels.c")]
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+_NATIVE = ("-march=native",)
 _lib = None  # None: not tried yet; False: unavailable
 
 
@@ -44,11 +45,17 @@ def _cpu_signature():
     return os.uname().machine
 
 
-def _build(cc):
+def _build(cc, target=_NATIVE):
+    """Compile (once, cached by source, flags and CPU) and load the library for ``target``.
+
+    ``target`` holds the instruction-set flags: ``-march=native`` at run time; the tests build
+    other vector widths (e.g. ``("-march=x86-64-v3",)`` for AVX2) to check every code path.
+    """
     import pytensor
 
+    flags = [*_FLAGS, *target]
     src = b"".join(path.read_bytes() for path in _SOURCES)
-    key = hashlib.sha256(src + " ".join([cc] + _FLAGS).encode() + _cpu_signature().encode())
+    key = hashlib.sha256(src + " ".join([cc] + flags).encode() + _cpu_signature().encode())
     outdir = Path(pytensor.config.compiledir) / "elektronn"
     target = outdir / f"kernels_{key.hexdigest()[:16]}.so"
     if not target.exists():
@@ -57,7 +64,7 @@ def _build(cc):
         os.close(fd)
         try:
             subprocess.run(
-                [cc, *_FLAGS, "-o", tmp, *map(str, _SOURCES)],
+                [cc, *flags, "-o", tmp, *map(str, _SOURCES)],
                 check=True, capture_output=True, text=True,
             )
             os.replace(tmp, target)  # atomic: concurrent processes never see a partial file
@@ -91,6 +98,11 @@ def _build(cc):
     return lib
 
 
+def compiler():
+    """The C compiler the kernels are built with (``$CC``, gcc or cc), or ``None``."""
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
 def kernel_library():
     """Return the loaded C kernel library, or ``None`` when the numpy fallback is in use."""
     global _lib
@@ -99,7 +111,7 @@ def kernel_library():
         if os.environ.get("ELEKTRONN_KERNELS", "c").lower() == "numpy":
             logger.info("ELEKTRONN_KERNELS=numpy: using the numpy kernels")
             return None
-        cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+        cc = compiler()
         if cc is None:
             logger.warning("no C compiler found: using the slow numpy kernels")
             return None
