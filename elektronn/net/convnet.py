@@ -6,12 +6,16 @@ prediction (:mod:`elektronn.net.prediction`) and the parameter files
 (:mod:`elektronn.net.paramfile`).
 """
 
+import functools
+import inspect
 import logging
+import pickle
 import time
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 
 from elektronn.net import optimizer, paramfile, prediction
 from elektronn.net._functions import Arg, CheckedFunction
@@ -32,6 +36,41 @@ def _printOps(n):
     scales = ((1e12, "Tera Ops"), (1e9, "Giga Ops"), (1e6, "Mega Ops"), (1e3, "kilo Ops"))
     factor, unit = next((s for s in scales if n >= s[0]), scales[-1])
     return f"Computational Cost: {n / factor:.1f} {unit}"
+
+
+def _recorded(method):
+    """Record a successful top-level call of a building method in the net's recipe.
+
+    The recipe (constructor arguments, then every ``add*Layer`` / ``compile*`` call in order) is
+    what a pickled net carries instead of its PyTensor graph: unpickling replays it and then
+    restores the values of the shared variables (see :meth:`MixedConvNN.__getstate__`).
+    """
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        depth = self.__dict__.get("_recipe_depth", 0)
+        self.__dict__["_recipe_depth"] = depth + 1
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            self.__dict__["_recipe_depth"] = depth
+        if depth == 0:
+            bound = signature.bind(self, *args, **kwargs)
+            call = (method.__name__, dict(list(bound.arguments.items())[1:]))
+            if method.__name__ == "__init__":
+                self.__dict__["_recipe"] = [call]
+            else:
+                self.__dict__.setdefault("_recipe", []).append(call)
+        return result
+
+    return wrapper
+
+
+def _shared_values(obj):
+    """``{attribute: value}`` of the shared variables of ``obj`` that hold arrays (not RNGs)."""
+    return {name: var.get_value() for name, var in vars(obj).items()
+            if isinstance(var, SharedVariable) and isinstance(var.get_value(), np.ndarray)}
 
 
 def _expand(value, n_dim, name):
@@ -79,6 +118,7 @@ class MixedConvNN:
     given as ``(z, x, y)``, MLP data ``(bs, features)``, RNN data ``(bs, time, features)``.
     """
 
+    @_recorded
     def __init__(self, input_size=None, input_depth=None, batch_size=None, enable_dropout=False,
                  recurrent=False, dimension_calc=None, seed=None):
         try:
@@ -99,6 +139,7 @@ class MixedConvNN:
         self._enable_dropout = bool(enable_dropout)
         self._recurrent = bool(recurrent)
         seed = int(np.random.randint(2**31)) if seed is None else int(seed)
+        self._seed = seed
         self.rng = np.random.default_rng(seed)
         self._streams = RandomStreams(seed)
 
@@ -134,6 +175,78 @@ class MixedConvNN:
         logger.info("-" * 60 + "\nInput shape   =  %s ; This is a %i dimensional NN\n---",
                     self.input_shape, self.n_dim)
 
+    # --- pickling --------------------------------------------------------------------------------
+    _PICKLE_FORMAT = 1
+
+    def _all_layers(self):
+        """Every layer once, in a fixed order (the order replaying the recipe recreates)."""
+        seen, out = set(), []
+        for lay in self.layers + self._output_layers + self._autoencoder_chains:
+            if id(lay) not in seen:
+                seen.add(id(lay))
+                out.append(lay)
+        return out
+
+    def __getstate__(self):
+        """The net's recipe and the values of its shared variables (not the PyTensor graph).
+
+        A pickled net carries its constructor arguments, the sequence of ``add*Layer`` and
+        ``compile*`` calls, the values of every layer's shared variables (weights, biases, drop
+        rates, noise levels), the SGD learning rate, momentum and weight decay, and the
+        optimisers' hyperparameters.  It does not carry compiled functions, nor the optimisers'
+        internal state (momenta): unpickling rebuilds the graph by replaying the recipe and
+        compiles each function on its first call.
+
+        Unpickling runs code, so unpickle nets only from sources you trust (e.g. between the
+        processes of your own dask cluster); to store a net in a file use
+        :meth:`saveParameters`, which is read back without executing anything.
+
+        Raises
+        ------
+        pickle.PicklingError
+            For a net built with symbolic inputs (``layer_input`` or shared ``W``/``b`` given as
+            PyTensor variables): their graph cannot be rebuilt from values.
+        """
+        recipe = []
+        for name, kwargs in self.__dict__.get("_recipe", []):
+            for key, value in kwargs.items():
+                if isinstance(value, pytensor.graph.basic.Variable):
+                    raise pickle.PicklingError(
+                        f"cannot pickle a net whose {name}() got a PyTensor variable as "
+                        f"{key!r}: only nets built from values can be rebuilt")
+            if name == "__init__":
+                kwargs = {**kwargs, "seed": self._seed}
+            recipe.append((name, kwargs))
+        return {
+            "format": self._PICKLE_FORMAT,
+            "recipe": recipe,
+            "layer_values": [_shared_values(lay) for lay in self._all_layers()],
+            "net_values": _shared_values(self),
+            "optimizer_params": {k: getattr(self, k) for k in (
+                "_RPROP_params", "_CG_params", "_LBFGS_params", "_Adam_params")},
+        }
+
+    def __setstate__(self, state):
+        """Rebuild the net from :meth:`__getstate__`'s recipe and restore its values."""
+        if not isinstance(state, dict) or state.get("format") != self._PICKLE_FORMAT:
+            raise pickle.UnpicklingError(
+                "not a pickled MixedConvNN of this elektronn version (format "
+                f"{state.get('format') if isinstance(state, dict) else None!r}, expected "
+                f"{self._PICKLE_FORMAT})")
+        (init_name, init_kwargs), *calls = state["recipe"]
+        self.__init__(**init_kwargs)
+        for name, kwargs in calls:
+            getattr(self, name)(**kwargs)
+        layers = self._all_layers()
+        if len(layers) != len(state["layer_values"]):
+            raise pickle.UnpicklingError(f"the rebuilt net has {len(layers)} layers, the pickle "
+                                         f"{len(state['layer_values'])}")
+        for obj, values in zip([*layers, self], [*state["layer_values"], state["net_values"]]):
+            for attr, value in values.items():
+                getattr(obj, attr).set_value(value)
+        for key, value in state["optimizer_params"].items():
+            setattr(self, key, value)
+
     # --- building --------------------------------------------------------------------------------
     @property
     def _rng_updates(self):
@@ -144,6 +257,7 @@ class MixedConvNN:
             return self.layers[-1].output, self.layers[-1].output_shape
         return self._layer0_input, self.input_shape
 
+    @_recorded
     def addConvLayer(self, nof_filters=None, filter_size=None, pool_shape=2, activation_func="tanh",
                      add_in_output_layers=False, force_no_dropout=False,
                      use_fragment_pooling=False, reshape=False, is_last_layer=False,
@@ -252,6 +366,7 @@ class MixedConvNN:
                     f"{where}: pooling by {p} needs a conv output divisible by {p}, got {out} "
                     f"(input {s}, filter {f}); choose the input size with CNNCalculator")
 
+    @_recorded
     def addPerceptronLayer(self, n_outputs=10, activation_func="tanh", enable_input_noise=False,
                            add_in_output_layers=False, force_no_dropout=False, W=None, b=None):
         """Append a fully connected layer (conv outputs are flattened first).
@@ -275,6 +390,7 @@ class MixedConvNN:
         self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,))
         self.TotalForwardPassCost += (insh[0] or 1) * insh[1] * int(n_outputs)
 
+    @_recorded
     def addRecurrentLayer(self, n_hid=None, activation_func="tanh", iterations=None):
         """Append an Elman RNN layer over ``(bs, time, features)``; its output is the last state.
 
@@ -296,6 +412,7 @@ class MixedConvNN:
         self.layers.append(layer)
         self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,))
 
+    @_recorded
     def addTiedAutoencoderChain(self, n_layers=None, force_no_dropout=False,
                                 activation_func="tanh", input_noise=0.3, tie_W=True):
         """Mirror the first ``n_layers`` perceptron layers into a decoder chain.
@@ -324,6 +441,7 @@ class MixedConvNN:
     def _data_arg(self):
         return Arg("data", self.input_shape, "float32")
 
+    @_recorded
     def compileOutputFunctions(self, target="nll", use_class_weights=False,
                                use_example_weights=False, use_lazy_labels=False,
                                use_label_prop=False, only_forward=False):
@@ -480,6 +598,7 @@ class MixedConvNN:
         self._loss, self._loss_instance = last.NLL(self._y, **kw)
         return y_arg, aux
 
+    @_recorded
     def compileDebugFunctions(self, gradients=True):
         """Compile ``data -> layer.output`` (``debug_functions``) and ``data -> layer.conv_out``
         (``debug_conv_output``) per layer and, optionally, ``(data, labels, *aux) -> gradients``.
