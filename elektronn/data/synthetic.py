@@ -24,6 +24,9 @@ Examples
 [0, 1]
 """
 
+import argparse
+import logging
+import sys
 from pathlib import Path
 
 import h5py
@@ -33,7 +36,9 @@ from scipy.spatial import cKDTree
 
 from elektronn.atomicio import atomic_path
 
-__all__ = ["RAW_NAME", "LABEL_NAME", "em_volume", "write_h5", "read_h5", "write_cubes"]
+__all__ = ["RAW_NAME", "LABEL_NAME", "em_volume", "write_h5", "read_h5", "write_cubes", "main"]
+
+logger = logging.getLogger("elektronn")
 
 RAW_NAME = "raw"
 """Dataset name of the raw data in ``raw_<i>.h5`` (uint8, ``(x, y, z)``)."""
@@ -199,3 +204,43 @@ def write_cubes(folder, n_cubes=2, shape=(128, 128, 32), seed=0, **kwargs):
         write_h5(lab_path, LABEL_NAME, lab)
         files.append((raw_path, lab_path))
     return files
+
+
+def main(argv=None):
+    """``python -m elektronn.data.synthetic FOLDER``: write synthetic cubes as HDF5 files.
+
+    With the defaults this writes the two cubes ``elektronn-demo`` trains and predicts on
+    (the data of the example config ``neuro_3d_config``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        0 on success.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m elektronn.data.synthetic",
+        description="Write seeded synthetic EM-like cubes with membrane labels as HDF5 files "
+                    "(raw_<i>.h5 with dataset 'raw', barrier_int16_<i>.h5 with dataset 'lab', "
+                    "(x, y, z) order), the layout of the example config neuro_3d_config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("folder", help="output folder (created if missing)")
+    parser.add_argument("--cubes", type=int, default=2, help="number of cubes")
+    parser.add_argument("--size", type=int, nargs=3, default=(128, 128, 32),
+                        metavar=("X", "Y", "Z"), help="size of every cube")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    if args.cubes < 1 or min(args.size) < 1:
+        parser.error("--cubes and every --size must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for raw, lab in write_cubes(args.folder, args.cubes, tuple(args.size), args.seed):
+        logger.info("wrote %s and %s", raw, lab)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,6 @@ clearing the folder.
 """
 
 import argparse
-import ast
 import logging
 import os
 import sys
@@ -37,14 +36,12 @@ def _gpu(value):
 
 
 def _assignment(text):
+    from elektronn.training.config import parse_override
+
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        pass  # a plain string
-    return name.strip(), value
+    return name.strip(), parse_override(name.strip(), value)
 
 
 def build_parser():
@@ -65,7 +62,9 @@ def build_parser():
     p.add_argument("--max-runtime", type=float, default=None,
                    help="override max_runtime (seconds of this run)")
     p.add_argument("--set", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
-                   help="override a config option (a Python literal), may be repeated")
+                   help="override a config option, may be repeated: a Python literal "
+                        "(--set n_steps=500 --set 'SGD_params={\"LR\": 0.01}'), or plain text "
+                        "for options that take a string (--set save_path=runs/)")
     return p
 
 
@@ -117,7 +116,11 @@ def main(argv=None):
         from elektronn.training.trainer import Trainer
 
         trainer = Trainer(config)
-        trainer.loadData()
+        try:
+            trainer.loadData()
+        except ConfigError as e:
+            logger.error("%s", e)
+            return 2
         trainer.debugGetCNNBatch()
         trainer.createNet()
         if args.resume:

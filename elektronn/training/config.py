@@ -55,9 +55,11 @@ __all__ = [
     "OPTION_NAMES",
     "USER_CONFIG_FILE",
     "EXAMPLE_CONFIG_DIR",
+    "example_configs",
     "master_defaults",
     "read_config_file",
     "find_config_file",
+    "parse_override",
     "write_config_file",
     "MasterConfig",
     "DefaultConfig",
@@ -70,9 +72,10 @@ logger = logging.getLogger("elektronn")
 USER_CONFIG_FILE = "~/.elektronn.config"
 """The user's default file (level 2), read by :class:`DefaultConfig`."""
 
-EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "examples" / "configs"
-"""Where a config file that is not found by its path is looked up by name (the example
-configs of a source checkout; ELEKTRONN 1.0 looked in ``elektronn/examples/``)."""
+EXAMPLE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""Where a config file that is not found by its path is looked up by name: the example configs
+shipped in the package :mod:`elektronn.configs` (``examples/configs`` of a source checkout
+links there; ELEKTRONN 1.0 looked in ``elektronn/examples/``)."""
 
 _SAVE_ROOT = "~/CNN_Training/"  # save_path without a save_name (see Config.parseConfig)
 
@@ -402,13 +405,38 @@ def _check_types(options, source):
         raise ConfigError(f"{source}:\n  " + "\n  ".join(problems))
 
 
+def parse_override(name, text):
+    """The value of a command-line override ``NAME=TEXT`` (``elektronn-train --set``).
+
+    ``text`` is read as a Python literal; where that fails, or where option ``name`` takes a
+    string (or path) and the literal is of a kind the option does not take, the text itself.
+
+    Examples
+    --------
+    >>> parse_override("save_path", "runs/"), parse_override("save_name", "123")
+    ('runs/', '123')
+    >>> parse_override("n_steps", "500"), parse_override("param_file", "None")
+    (500, None)
+    >>> parse_override("SGD_params", "dict(LR=0.01)")  # not a literal: the type check says so
+    'dict(LR=0.01)'
+    """
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    kinds = _TYPES.get(name, ())
+    if {"str", "path"} & set(kinds) and not any(_KINDS[kind][0](value) for kind in kinds):
+        return text
+    return value
+
+
 def find_config_file(config_file):
     """Return the path of a config file, also looking in :data:`EXAMPLE_CONFIG_DIR`.
 
     Parameters
     ----------
     config_file : str or os.PathLike
-        A path (``~`` is expanded), or the name of an example config.
+        A path (``~`` is expanded), or the name of an example config, with or without ``.py``.
 
     Returns
     -------
@@ -418,16 +446,34 @@ def find_config_file(config_file):
     Raises
     ------
     RuntimeError
-        If the file is found nowhere.
+        If the file is found nowhere; the message lists the example configs.
+
+    Examples
+    --------
+    >>> Path(find_config_file("MNIST_MLP_config")).name
+    'MNIST_MLP_config.py'
     """
     path = Path(os.path.expanduser(os.fspath(config_file)))
     if path.is_file():
         return str(path.resolve())
-    example = EXAMPLE_CONFIG_DIR / path.name
-    if example.is_file():
-        return str(example)
-    raise RuntimeError(f"Config file {config_file} could not be found (neither as a path nor "
-                       f"as an example config in {EXAMPLE_CONFIG_DIR}).")
+    for name in (path.name, path.name + ".py"):
+        example = EXAMPLE_CONFIG_DIR / name
+        if example.is_file() and name != "__init__.py":
+            return str(example)
+    names = ", ".join(example_configs())
+    raise RuntimeError(f"Config file {config_file} could not be found, neither as a path nor "
+                       f"as an example config (those are: {names}).")
+
+
+def example_configs():
+    """The names of the example configs (without ``.py``), for ``elektronn-train <name>``.
+
+    Examples
+    --------
+    >>> "neuro_3d_config" in example_configs()
+    True
+    """
+    return sorted(p.stem for p in EXAMPLE_CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
 
 
 def _literal(value):
@@ -655,6 +701,7 @@ class Config:
         if self.mode != "vect-scalar":
             self._chooseInput()
         if not use_existing_dir:
+            self.checkDataFiles()
             self.backupScripts(trainer_file)
         if gpu not in (None, False):
             logger.info("gpu=%r ignored: PyTensor selects its device through its own "
@@ -828,6 +875,38 @@ class Config:
         if problems:
             raise ConfigError(f"{self._source}:\n  " + "\n  ".join(problems))
 
+    def checkDataFiles(self):
+        """Check that the data files of an image training exist, before any long work.
+
+        Checks ``data_path``/``d_files``, ``label_path``/``l_files`` and
+        ``preview_data_path`` (a ``data_class_name`` loads its own data).
+
+        Raises
+        ------
+        ConfigError
+            Naming every missing file, what it should hold and, for the layout of the
+            synthetic example cubes (``raw_<i>.h5``, ``barrier_int16_<i>.h5``), the command
+            that writes them.
+        """
+        if self.data_class_name is not None or self.mode == "vect-scalar":
+            return
+        wanted = [(Path(self.data_path) / name, key, "d_files")
+                  for name, key in self.d_files]
+        wanted += [(Path(self.label_path) / name, key, "l_files")
+                   for name, key in self.l_files]
+        if self.preview_data_path is not None:
+            wanted.append((Path(self.preview_data_path), None, "preview_data_path"))
+        missing = [(path, key, option) for path, key, option in wanted if not path.is_file()]
+        if not missing:
+            return
+        lines = [f"{option} file {path.absolute()} does not exist" +
+                 (f" (expected an HDF5 file with the dataset {key!r})" if key else "")
+                 for path, key, option in missing]
+        hint = _synthetic_hint(self.d_files, self.l_files, self.data_path, self.label_path)
+        raise ConfigError(f"{self._source}: missing data:\n  " + "\n  ".join(lines) +
+                          "\nSet data_path/label_path (in the config or with --set "
+                          "data_path=FOLDER/) to where your cubes are." + hint)
+
     def _chooseInput(self):
         """Set :attr:`dimensions` and :attr:`patch_size` (image modes)."""
         def calculator(desired):
@@ -937,6 +1016,19 @@ class Config:
         return (f"<Config {self.save_name!r} from {self.config_file or 'defaults'}: "
                 f"mode={self.mode!r}, n_dim={self.n_dim}, n_layers={self.n_layers}, "
                 f"patch_size={self.patch_size}>")
+
+
+def _synthetic_hint(d_files, l_files, data_path, label_path):
+    """How to write synthetic cubes, if the files have the layout of the example cubes."""
+    n = len(d_files)
+    layout = ([(f"raw_{i}.h5", "raw") for i in range(n)],
+              [(f"barrier_int16_{i}.h5", "lab") for i in range(n)])
+    if ([tuple(e) for e in d_files], [tuple(e) for e in l_files]) != layout \
+            or os.path.normpath(data_path) != os.path.normpath(label_path):
+        return ""
+    return ("\nSynthetic cubes of this layout are written by `elektronn-demo` (into "
+            "elektronn-demo-output/data/) or by\n  python -m elektronn.data.synthetic "
+            f"{data_path} --cubes {n}")
 
 
 def _xyz2zxy(shape):

@@ -104,9 +104,16 @@ class Trainer:
         return c.mode != "vect-scalar" and c.data_class_name is None
 
     def loadData(self):
-        """Load the training data (and the preview cubes) as the configuration says."""
+        """Load the training data (and the preview cubes) as the configuration says.
+
+        Raises
+        ------
+        ConfigError
+            If a data file is missing (see :meth:`Config.checkDataFiles`).
+        """
         c = self.config
         if self._image_data:
+            c.checkDataFiles()
             from elektronn.training.CNNData import CNNData
 
             kw = dict(batch_size=c.batch_size, strided=(not any(c.MFP)) and c.mode == "img-img",

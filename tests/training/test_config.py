@@ -424,16 +424,16 @@ def test_example_configs_load_and_validate(make):
     assert neuro.filters[0] == [1, 4, 4] and neuro.pool[0] == [1, 2, 2]
     assert neuro.patch_size == (7, 127, 127) and neuro.dimensions.pred_stride == [1, 4, 4]
     assert neuro.nof_filters == [10, 25, 40, 50, 60] and neuro.n_lab == 2  # T17: the code's
-    assert neuro.d_files == [(f"raw_{i}.h5", "raw") for i in range(3)]
-    assert neuro.l_files == [(f"barrier_int16_{i}.h5", "lab") for i in range(3)]
-    assert neuro.valid_cubes == [2] and neuro.warp_on == 0.7 and neuro.weight_decay == 1e-4
-    assert neuro.data_path == neuro.label_path == os.path.expanduser("~/.ELEKTRONN/neuro_3d/")
+    assert neuro.d_files == [(f"raw_{i}.h5", "raw") for i in range(2)]
+    assert neuro.l_files == [(f"barrier_int16_{i}.h5", "lab") for i in range(2)]
+    assert neuro.valid_cubes == [1] and neuro.warp_on == 0.7 and neuro.weight_decay == 1e-4
+    assert neuro.data_path == neuro.label_path == "elektronn-demo-output/data/"  # the demo's
 
 
 def test_neuro_config_fits_the_synthetic_layout(tmp_path, make):
     from elektronn.data import synthetic
     neuro = make("neuro_3d_config.py", data_path=str(tmp_path), label_path=str(tmp_path))
-    files = synthetic.write_cubes(tmp_path, n_cubes=3, shape=(24, 24, 8), seed=0)
+    files = synthetic.write_cubes(tmp_path, n_cubes=2, shape=(24, 24, 8), seed=0)
     for (raw, lab), (d_name, d_key), (l_name, l_key) in zip(files, neuro.d_files,
                                                               neuro.l_files, strict=True):
         assert raw == Path(neuro.data_path) / d_name and d_key == synthetic.RAW_NAME
@@ -467,5 +467,6 @@ def test_gpu_is_kept_and_ignored(make, caplog):
 def test_public_api():
     assert set(cfg.__all__) == {
         "ConfigError", "OPTION_NAMES", "USER_CONFIG_FILE", "EXAMPLE_CONFIG_DIR",
+        "example_configs", "parse_override",
         "master_defaults", "read_config_file", "find_config_file", "write_config_file",
         "MasterConfig", "DefaultConfig", "get_default_config", "Config"}

@@ -1,11 +1,12 @@
 # Configuration of ELEKTRONN's MNIST example with a multi-layer perceptron (vect-scalar):
 # the images are flattened to vectors of 784 values.
 #
-# Train with the training pipeline:  elektronn-train MNIST_MLP_config.py
+# Train with the training pipeline:  elektronn-train MNIST_MLP_config
 #
 # This file is executed as Python: every top-level name is an option (names starting with
 # "_" and imported modules are ignored).
-# MNIST is read from $ELEKTRONN_MNIST or ~/.ELEKTRONN/mnist.pkl.gz (see MNISTData).
+# MNIST (mnist.pkl.gz) is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST,
+# else the user data folder; when it is missing the message says where to put it.
 
 ### Toolkit setup ###
 save_path = "~/CNN_Training/2D/"

@@ -1,11 +1,12 @@
 # Configuration of ELEKTRONN's MNIST example: a 2-D CNN classifying images (img-scalar).
 #
-# Train with the training pipeline:  elektronn-train MNIST_CNN_warp_config.py
+# Train with the training pipeline:  elektronn-train MNIST_CNN_warp_config
 # (a bare name is also looked up among these example configs).
 #
 # This file is executed as Python: every top-level name is an option (names starting with
 # "_" and imported modules are ignored). Sizes are given in (x, y) order.
-# MNIST is read from $ELEKTRONN_MNIST or ~/.ELEKTRONN/mnist.pkl.gz (see MNISTData).
+# MNIST (mnist.pkl.gz) is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST,
+# else the user data folder; when it is missing the message says where to put it.
 #
 # With warping, the validation error is good after 10-15 minutes. When it stops improving,
 # turn warping off in the training console (data.warp_on = False), lower the learning rate

@@ -1,20 +1,22 @@
 # Configuration of ELEKTRONN's 3-D example: an anisotropic 3-D CNN that detects cell
 # membranes ("barriers") in electron microscopy volumes (img-img).
 #
-# Train with the training pipeline:  elektronn-train neuro_3d_config.py
+# Train with the training pipeline:  elektronn-train neuro_3d_config
 #
 # This file is executed as Python: every top-level name is an option (names starting with
 # "_" and imported modules are ignored). Sizes are given in (x, y, z) order; the
 # configuration converts them to the (z, x, y) order the net uses.
 #
-# Data: three cubes in data_path, raw_<i>.h5 (dataset "raw", uint8, (x, y, z)) and
-# barrier_int16_<i>.h5 (dataset "lab", int16, (x, y, z), 1 = membrane), as in ELEKTRONN
-# 1.0's neuro_data.zip. Synthetic cubes of this layout are made by
+# Data: two cubes in data_path, raw_<i>.h5 (dataset "raw", uint8, (x, y, z)) and
+# barrier_int16_<i>.h5 (dataset "lab", int16, (x, y, z), 1 = membrane), the layout of
+# ELEKTRONN 1.0's neuro_data.zip. The default data_path is where elektronn-demo writes its
+# synthetic cubes (relative to the working directory); the same cubes, without the demo, come from
 #
-#   python -c "import os; from elektronn.data.synthetic import write_cubes; \
-#              write_cubes(os.path.expanduser('~/.ELEKTRONN/neuro_3d'), n_cubes=3)"
+#   python -m elektronn.data.synthetic elektronn-demo-output/data
 #
-# Each cube must be at least 127 x 127 x 7 voxels (the input size below).
+# For your own volumes write them in this layout and set data_path/label_path (here or with
+# elektronn-train --set data_path=...). Each cube must be at least 127 x 127 x 7 voxels (the
+# input size below).
 
 ### Toolkit setup ###
 save_path = "~/CNN_Training/3D/"
@@ -49,12 +51,12 @@ mode = "img-img"
 n_lab = 2
 background_processes = 2
 
-data_path = "~/.ELEKTRONN/neuro_3d/"
-label_path = "~/.ELEKTRONN/neuro_3d/"
-d_files = [(f"raw_{i}.h5", "raw") for i in range(3)]
-l_files = [(f"barrier_int16_{i}.h5", "lab") for i in range(3)]
+data_path = "elektronn-demo-output/data/"
+label_path = "elektronn-demo-output/data/"
+d_files = [(f"raw_{i}.h5", "raw") for i in range(2)]
+l_files = [(f"barrier_int16_{i}.h5", "lab") for i in range(2)]
 cube_prios = None  # sample cubes in proportion to their size
-valid_cubes = [2]  # cube 2 is for validation
+valid_cubes = [1]  # cube 1 is for validation
 example_ignore_threshold = 0.0
 grey_augment_channels = [0]
 use_example_weights = False
