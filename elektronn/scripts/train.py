@@ -7,8 +7,10 @@ Usage::
 
 A bare config file name is also looked up among the example configs. The training folder is
 the config's ``save_path``; the log goes to the console and to ``<save_path>/<save_name>.log``.
-Ctrl-C ends the training cleanly with everything saved (ELEKTRONN 1.0's interactive console is
-not ported). ``--resume`` continues from ``<save_path>/<save_name>-LAST.param`` without
+Ctrl-C opens ELEKTRONN's console after the current step (see
+:mod:`elektronn.training.console`): change the learning rate, save parameters, run a line of
+Python, continue or stop; without a terminal Ctrl-C stops cleanly with everything saved.
+``--resume`` continues from ``<save_path>/<save_name>-LAST.param`` without
 clearing the folder.
 """
 

@@ -16,8 +16,9 @@ step, time and learning rate :meth:`Trainer.resume` continues from).
 
 Differences to ELEKTRONN 1.0:
 
-* The interactive Ctrl-C console is not ported: Ctrl-C (KeyboardInterrupt) ends the training
-  cleanly, with the parameters, history and plots saved as at a normal end.
+* Ctrl-C opens the console (:mod:`elektronn.training.console`) after the current step
+  finishes, not in the middle of it; without a terminal it stops the training cleanly, with
+  the parameters, history and plots saved as at a normal end.
 * A diverging loss (NaN or inf) ends the training without overwriting the ``-LAST`` parameters
   (ELEKTRONN 1.0 opened the console).
 * Auxiliary inputs are passed in the compiled order (docs/differences.md, T3); ``reset`` passes
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elektronn.training import trainutils
+from elektronn.training import console, trainutils
 from elektronn.training.parallelisation import BackgroundProc
 from elektronn.utils import pprinttime
 
@@ -79,7 +80,7 @@ class Trainer:
         The step the next :meth:`run` starts at (0, or after the resumed one).
     stop_reason : str or None
         Why the last :meth:`run` ended: ``'steps'``, ``'runtime'``, ``'interrupt'`` or
-        ``'diverged'``.
+        ``'diverged'`` or ``'killed'`` (the console's ``kill``: nothing saved at the end).
     """
 
     def __init__(self, config):
@@ -477,8 +478,7 @@ class Trainer:
         bg = None
         self._t_start = time.time()
         if c.background_processes:
-            bg = BackgroundProc(self.data.getbatch, n_proc=max(2, int(c.background_processes)),
-                                target_kwargs=self.get_batch_kwargs)
+            bg = self._start_workers()
         t_train_ema, t_it_ema = 2.0, 2.0
         next_param_h = c.param_save_h
         next_prev_h = c.initial_prev_h
@@ -486,6 +486,7 @@ class Trainer:
         self.stop_reason = "steps"
         t_last = time.time()
         i = self.step - 1
+        interrupt = console.InterruptFlag().install()
         try:
             for i in range(self.step, c.n_steps):
                 self.step = i
@@ -528,6 +529,18 @@ class Trainer:
 
                 if freq and i % freq == 0:
                     self._monitor(i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema)
+                if interrupt.requested:  # Ctrl-C: the console, between two steps
+                    action, paused = console.open_console(self, interrupt, i, nll, t_train_ema,
+                                                          t_it_ema, t_passed)
+                    if action != console.RESUME:
+                        self.stop_reason = "killed" if action == console.KILL else "interrupt"
+                        break
+                    self._t_start += paused  # the pause is not training time
+                    t_last += paused
+                    freq = c.history_freq[0] if c.history_freq else 0  # 'sethist'
+                    if bg is not None:  # the workers' copy of the data may be outdated
+                        bg.shutdown()
+                        bg = self._start_workers()
                 if now - self._t_start > c.max_runtime:
                     self.stop_reason = "runtime"
                     logger.info("Maximal runtime (%s s) reached", c.max_runtime)
@@ -536,10 +549,16 @@ class Trainer:
             self.stop_reason = "interrupt"
             logger.warning("Interrupted (Ctrl-C) at step %i: saving and stopping", i)
         finally:
+            interrupt.uninstall()
             if bg is not None:
                 bg.shutdown()
         self._finish()
         return self.stop_reason
+
+    def _start_workers(self):
+        c = self.config
+        return BackgroundProc(self.data.getbatch, n_proc=max(2, int(c.background_processes)),
+                              target_kwargs=self.get_batch_kwargs)
 
     def _monitor(self, i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema):
         """Monitoring step: losses, errors, history, ``-LAST.param``, plots, status line."""
@@ -563,7 +582,10 @@ class Trainer:
                         1.0 / max(t_it_ema, 1e-9), pprinttime(t_passed))
 
     def _finish(self):
-        """Save the end parameters, ``-LAST.param``, state and plots."""
+        """Save the end parameters, ``-LAST.param``, state and plots (nothing after ``kill``)."""
+        if self.stop_reason == "killed":
+            logger.info("End of Training (killed: nothing saved)")
+            return
         if self.stop_reason != "diverged":
             self.cnn.saveParameters(str(self._path(f"{self.save_name}_end.param")), show=False)
             self.saveState()
