@@ -6,16 +6,23 @@ durably (:mod:`elektronn.atomicio`), so an interrupted run never leaves a half-w
 or plot. Plots are drawn with matplotlib's object API on
 an Agg canvas: no display and no ``pyplot`` state are needed.
 
-Left out of the port: the interactive console (``pprintmenu``, ``userInput``), the GPU helpers
-(``get_free_gpu``, ``parseargs_dev``; PyTensor has no GPU switch, docs/differences.md, T16),
-``pickleSave``,
-``pickleLoad``, ``previewDiffPlot`` and ``timeit``.
+Also here for user scripts: :func:`pickleSave`/:func:`pickleLoad` (pickle files read with the
+restricted reader of the parameter files), :func:`previewDiffPlot` (compare the preview
+predictions of several trainings), :func:`timeit`, and ELEKTRONN 1.0's GPU helpers
+:func:`get_free_gpu` and :func:`initGPU` (elektronn chooses its device through the backend,
+see :func:`initGPU`). The console's ``pprintmenu`` lives in :mod:`elektronn.training.console`.
 """
 
+import functools
+import gzip
 import importlib.util
 import io
 import logging
 import os
+import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import h5py
@@ -24,7 +31,8 @@ import numpy as np
 from elektronn.atomicio import atomic_path, atomic_write
 
 __all__ = ["atomic_write", "save_png", "import_variable_from_file", "xyz2zyx", "h5Save",
-           "h5Load", "saveHist", "loadHist", "plotInfo", "plotInfoFromFiles", "HIST_NAMES"]
+           "h5Load", "saveHist", "loadHist", "plotInfo", "plotInfoFromFiles", "HIST_NAMES",
+           "pickleSave", "pickleLoad", "previewDiffPlot", "timeit", "get_free_gpu", "initGPU"]
 
 logger = logging.getLogger("elektronn")
 
@@ -321,3 +329,293 @@ def plotInfoFromFiles(path, save_name, autoscale=True):
     hist = loadHist(save_name, path)
     plotInfo(hist["timeline"], hist["history"], hist["CGtimeline"], hist["errors"],
              save_name, autoscale, folder=path)
+
+
+# --- pickle files ------------------------------------------------------------------------------
+
+
+def pickleSave(data, file_name):
+    """Write objects to a pickle file (protocol 2, one pickle per item), atomically.
+
+    Parameters
+    ----------
+    data : object, list or tuple
+        One object, or a list/tuple whose items are written one after the other (ELEKTRONN
+        1.0 split anything with a length, arrays and strings included; here only lists and
+        tuples are split). Only what :func:`pickleLoad` reads back may be written: numpy
+        arrays/dtypes/scalars, numbers, strings, ``None``, lists and tuples.
+    file_name : str or os.PathLike
+
+    Raises
+    ------
+    ValueError
+        If ``data`` holds anything else (nothing is written then).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.pkl")
+    >>> pickleSave([np.arange(3), "label"], path)
+    >>> pickleLoad(path)
+    [array([0, 1, 2]), 'label']
+    """
+    from elektronn.net.paramfile import ParameterFileError, write_param_file
+
+    objects = list(data) if isinstance(data, list | tuple) else [data]
+    path = os.path.expanduser(os.fspath(file_name))
+    try:
+        write_param_file(path, objects)
+    except ParameterFileError as e:
+        raise ValueError(f"pickleSave({path!r}): {str(e).split(': ', 1)[-1]}") from None
+
+
+def pickleLoad(file_name):
+    """Read every object of a pickle file (gzipped or not) with a restricted reader.
+
+    The reader of the parameter files: it builds numpy arrays/dtypes/scalars, numbers,
+    strings, lists and tuples and refuses anything else before it is executed, so a file
+    cannot run code. Python 2 pickles (ELEKTRONN 1.0's) are read with latin-1 strings.
+
+    Parameters
+    ----------
+    file_name : str or os.PathLike
+
+    Returns
+    -------
+    object or list
+        The single object, or the list of all objects in file order.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a pickle stream or holds refused types.
+    """
+    from elektronn.net.paramfile import read_pickles
+
+    path = os.path.expanduser(os.fspath(file_name))
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+        objects = read_pickles(f, path)
+    return objects[0] if len(objects) == 1 else objects
+
+
+# --- comparing previews ------------------------------------------------------------------------
+
+
+def _preview_file(folder, name, block_name, c, z, number):
+    """The preview PNG of a training for the hour mark ``number`` (any float spelling)."""
+    pattern = f"{name}-pred-{block_name}-c{c}-z{z}-*hrs.png"
+    for path in sorted(folder.glob(pattern)):
+        mark = path.name[len(pattern) - len("*hrs.png"):-len("hrs.png")]
+        try:
+            if np.isclose(float(mark), float(number)):
+                return path
+        except ValueError:
+            continue
+    found = sorted(p.name for p in folder.glob(f"{name}-pred-*.png"))
+    raise FileNotFoundError(f"no preview {pattern.replace('*', str(number))} in {folder}; "
+                            f"there are: {', '.join(found) or 'none'}")
+
+
+def _gray(path):
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path).astype(np.float32)
+    img = img[..., 0] if img.ndim == 3 else img
+    return img / 255 if img.max() > 1 else img
+
+
+def previewDiffPlot(names, root_dir="~/CNN_Training/3D", block_name=0, c=1, z=0, number=1,
+                    save=True):
+    """Compare the preview predictions of several trainings pairwise, as RGB images.
+
+    For every pair of trainings the two preview slices (cropped to a common centre) become
+    one image: green the first, blue the second, red their minimum, so agreement is grey-white
+    and disagreement green or blue.
+
+    Parameters
+    ----------
+    names : list of str
+        Save names of the trainings; each one's previews are in ``root_dir/<name>/``.
+    root_dir : str or os.PathLike
+        The folder holding the training folders.
+    block_name : int or str
+        The preview cube (``-pred-<block_name>-`` in the file names).
+    c : int
+        The class.
+    z : int
+        The z-slice.
+    number : float
+        The hour mark of the preview (``-<number>hrs.png``).
+    save : bool
+        Write ``<a>_vs_<b>_pred-...png`` per pair and ``Compare_pred-...png`` with all pairs
+        into ``root_dir``.
+
+    Returns
+    -------
+    dict
+        ``{(name_a, name_b): rgb image (x, y, 3) float32 in [0, 1]}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a preview is missing (the message lists the previews there are).
+    """
+    import matplotlib.image
+
+    root = Path(os.path.expanduser(os.fspath(root_dir)))
+    if len(names) < 2:
+        raise ValueError(f"previewDiffPlot compares at least two trainings, got {names!r}")
+    images = {n: _gray(_preview_file(root / n, n, block_name, c, z, number)) for n in names}
+    tag = f"pred-{block_name}-c{c}-z{z}-{number}hrs"
+    diffs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shape = np.minimum(images[a].shape, images[b].shape)
+            pa, pb = (_center_crop(images[n], shape) for n in (a, b))
+            diffs[(a, b)] = np.dstack([np.minimum(pa, pb), pa, pb]).clip(0, 1)
+    if save:
+        for (a, b), rgb in diffs.items():
+            buf = io.BytesIO()
+            matplotlib.image.imsave(buf, rgb, format="png")
+            atomic_write(root / f"{a}_vs_{b}_{tag}.png", buf.getvalue())
+        n = len(diffs)
+        cols = int(np.ceil(np.sqrt(n * 16 / 9)))
+        rows = int(np.ceil(n / cols))
+        fig, _ = _figure(0)
+        fig.set_size_inches(16, 9)
+        for k, ((a, b), rgb) in enumerate(diffs.items()):
+            ax = fig.add_subplot(rows, cols, k + 1)
+            ax.imshow(rgb, interpolation="none")
+            ax.set_title(f"{a} (green) vs. {b} (blue)")
+        save_png(fig, root / f"Compare_{tag}.png", bbox_inches="tight")
+    return diffs
+
+
+def _center_crop(img, shape):
+    off = [(s - t) // 2 for s, t in zip(img.shape, shape, strict=True)]
+    return img[off[0]:off[0] + shape[0], off[1]:off[1] + shape[1]]
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def timeit(foo=None, n=1, show=True):
+    """Decorator that runs a function ``n`` times per call and reports the mean runtime.
+
+    Parameters
+    ----------
+    foo : callable
+        The function (``@timeit`` or ``timeit(f, n=10)``; ``@timeit(n=10)`` also works).
+    n : int
+        Runs per call; the result of the last run is returned.
+    show : bool
+        Print ``"<name>: <seconds> s"`` (as ELEKTRONN 1.0 did); the time is also kept in
+        the wrapper's attribute ``last_time``.
+
+    Returns
+    -------
+    callable
+
+    Examples
+    --------
+    >>> f = timeit(sum, n=3, show=False)
+    >>> f([1, 2, 3]), f.last_time >= 0
+    (6, True)
+    """
+    if foo is None:
+        return functools.partial(timeit, n=n, show=show)
+    n = max(int(n), 1)
+
+    @functools.wraps(foo)
+    def decorated(*args, **kwargs):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ret = foo(*args, **kwargs)
+        decorated.last_time = (time.perf_counter() - t0) / n
+        if show:
+            print(f"{getattr(foo, '__name__', foo)!s}: {decorated.last_time:.4g} s"
+                  + (f" (mean of {n})" if n > 1 else ""))
+        return ret
+
+    decorated.last_time = None
+    return decorated
+
+
+# --- GPUs ---------------------------------------------------------------------------------------
+
+_DEVICE_NOTE = ("elektronn does not switch devices itself: the backend chooses the device. "
+                "Use the JAX mode (ELEKTRONN_MODE=jax or elektronn.backend.set_mode('jax'), "
+                "with a CUDA build of jaxlib) and select the GPU with CUDA_VISIBLE_DEVICES=<n> "
+                "before starting Python; the other modes run on the CPU")
+
+
+def _nvidia_smi(*args):
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def get_free_gpu(wait=0, nb_gpus=-1):
+    """The number of a GPU that no process uses (ELEKTRONN 1.0, via ``nvidia-smi``).
+
+    The number is for ``CUDA_VISIBLE_DEVICES`` (see :func:`initGPU`); elektronn does not
+    select a device itself.
+
+    Parameters
+    ----------
+    wait : float
+        Seconds to keep looking (every 10 s) while all GPUs are busy.
+    nb_gpus : int
+        Number of GPUs to consider (-1: all that ``nvidia-smi -L`` lists).
+
+    Returns
+    -------
+    int
+        The GPU number, or -1 if none is free or ``nvidia-smi`` is not available.
+    """
+    listing = _nvidia_smi("-L")
+    if listing is None:
+        logger.info("get_free_gpu: nvidia-smi is not available")
+        return -1
+    count = len(re.findall(r"^GPU \d+", listing, flags=re.M))
+    count = count if nb_gpus < 0 else min(count, int(nb_gpus))
+    deadline = time.monotonic() + wait
+    while True:
+        for k in range(count):
+            pids = _nvidia_smi("-i", str(k), "-q", "-d", "PIDS") or ""
+            if re.search(r"No running|Processes\s*:\s*None", pids):
+                return k
+        if time.monotonic() >= deadline:
+            return -1
+        time.sleep(min(10.0, max(deadline - time.monotonic(), 0.0)))
+
+
+def initGPU(gpu):
+    """ELEKTRONN 1.0's GPU selection; here it only explains how the device is chosen.
+
+    Theano switched to ``gpu<n>`` here. elektronn compiles through its backend
+    (:mod:`elektronn.backend`): the CPU modes, or the JAX mode, which uses the GPUs JAX sees;
+    select one with ``CUDA_VISIBLE_DEVICES`` before starting Python.
+
+    Parameters
+    ----------
+    gpu : None, False, int or 'auto'
+        None/False: nothing to do. Anything else is logged with the explanation.
+
+    Returns
+    -------
+    None
+    """
+    if gpu in (None, False):
+        return
+    if gpu == "auto":
+        free = get_free_gpu()
+        gpu = f"auto (free GPU: {free})" if free >= 0 else "auto (no free GPU found)"
+    logger.warning("initGPU(%s): %s.", gpu, _DEVICE_NOTE)
