@@ -17,6 +17,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 
+from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, NEW_NET_SGD, OPTIMIZERS, TARGETS
 from elektronn.net import optimizer, paramfile, prediction
 from elektronn.net._functions import Arg, CheckedFunction
 from elektronn.net._graph import RandomStreams, compile_function
@@ -27,8 +28,6 @@ from elektronn.net.perceptronlayer import PerceptronLayer, RecurrentLayer
 __all__ = ["MixedConvNN"]
 
 logger = logging.getLogger("elektronn")
-
-TARGETS = ("nll", "nll_weak", "regression", "affinity", "malis", "nll_mutiple_binary")
 
 
 def _printOps(n):
@@ -166,11 +165,13 @@ class MixedConvNN:
         self._y, self._y_aux = None, []
         self._optimizers = {}
         self._compiled = False
-        self.SGD_LR = pytensor.shared(np.float32(0.09), name="SGD_LR")
-        self.SGD_momentum = pytensor.shared(np.float32(0.9), name="SGD_momentum")
+        self.SGD_LR = pytensor.shared(np.float32(NEW_NET_SGD["LR"]), name="SGD_LR")
+        self.SGD_momentum = pytensor.shared(np.float32(NEW_NET_SGD["momentum"]),
+                                            name="SGD_momentum")
         self.global_weightdecay = pytensor.shared(np.float32(0), name="weight_decay")
-        self._SGD_params = {"LR": self.SGD_LR, "momentum": self.SGD_momentum}
-        self._RPROP_params, self._CG_params, self._LBFGS_params, self._Adam_params = {}, {}, {}, {}
+        # hyperparameters per optimiser; missing keys take NET_OPTIMIZER_DEFAULTS
+        self._optimizer_params = {name: {} for name in OPTIMIZERS}
+        self._optimizer_params["SGD"] = {"LR": self.SGD_LR, "momentum": self.SGD_momentum}
         self.t_init = time.time()
         logger.info("-" * 60 + "\nInput shape   =  %s ; This is a %i dimensional NN\n---",
                     self.input_shape, self.n_dim)
@@ -517,6 +518,7 @@ class MixedConvNN:
         self.get_loss = lambda *a: (lambda r: (np.float32(r[0]), r[1]))(loss_fn(*a))
         self._gradients = None if only_forward else pytensor.grad(
             self._loss, self.params, disconnected_inputs="warn")
+        self._last_grads = optimizer.momentum_buffers(self.params)
         self._optimizers = {}
         if is_conv:
             self.output_shape = last.prob_shape
@@ -640,26 +642,28 @@ class MixedConvNN:
         and L-BFGS optimisers take the new keys; RPROP and Adam recompile when their compiled-in
         hyperparameters change.
         """
-        SGD, CG, RPROP, LBFGS, Adam = (d or {} for d in (SGD, CG, RPROP, LBFGS, Adam))
+        given = {"SGD": SGD, "CG": CG, "RPROP": RPROP, "LBFGS": LBFGS, "Adam": Adam}
+        given = {name: dict(value or {}) for name, value in given.items()}
+        for name, params in given.items():  # all checked before anything changes
+            optimizer.check_optimizer_params(name, params)
+        SGD = given.pop("SGD")
         self.setWeightDecay(0.0 if weight_decay is False else weight_decay)
-        self.setSGDLR(SGD.get("LR", optimizer.SGD_DEFAULTS["LR"]))
-        self.setSGDMomentum(SGD.get("momentum", optimizer.SGD_DEFAULTS["momentum"]))
-        self._RPROP_params = {**optimizer.RPROP_DEFAULTS, **RPROP}
-        self._CG_params = {**optimizer.CG_DEFAULTS, **CG}
-        self._LBFGS_params = {**optimizer.LBFGS_DEFAULTS, **LBFGS}
-        self._Adam_params = {**optimizer.ADAM_DEFAULTS, **Adam}
-        for mode, params in (("CG", CG), ("LBFGS", LBFGS)):
-            if mode in self._optimizers:
+        self.setSGDLR(SGD.get("LR", NET_OPTIMIZER_DEFAULTS["SGD"]["LR"]))
+        self.setSGDMomentum(SGD.get("momentum", NET_OPTIMIZER_DEFAULTS["SGD"]["momentum"]))
+        for mode, params in given.items():
+            self._optimizer_params[mode] = {**NET_OPTIMIZER_DEFAULTS[mode], **params}
+            if mode not in self._optimizers:
+                continue
+            if mode in ("CG", "LBFGS"):
                 self._optimizers[mode].updateOptimizerParams(params)
-        for mode, params in (("RPROP", RPROP), ("Adam", Adam)):
-            if mode in self._optimizers and params:
+            elif params:
                 del self._optimizers[mode]
 
-    def setSGDLR(self, value=0.09):
+    def setSGDLR(self, value=NEW_NET_SGD["LR"]):
         """Set the SGD learning rate (effective at the next step)."""
         self.SGD_LR.set_value(np.float32(value))
 
-    def setSGDMomentum(self, value=0.9):
+    def setSGDMomentum(self, value=NEW_NET_SGD["momentum"]):
         """Set the SGD momentum (effective at the next step)."""
         self.SGD_momentum.set_value(np.float32(value))
 
@@ -667,19 +671,20 @@ class MixedConvNN:
         """Set the global L2 weight decay (used by SGD and RPROP)."""
         self.global_weightdecay.set_value(np.float32(value))
 
-    _OPTIMIZERS = {"SGD": "compileSGD", "Adam": "compileAdam", "RPROP": "compileRPROP",
-                   "CG": "compileCG", "LBFGS": "compileLBFGS"}
-
     def _optimizer(self, mode):
-        if mode not in self._OPTIMIZERS:
-            raise ValueError(f"mode must be one of {tuple(self._OPTIMIZERS)}, got {mode!r}")
+        if mode not in OPTIMIZERS:
+            raise ValueError(f"mode must be one of {OPTIMIZERS}, got {mode!r}")
+        if not self._compiled:
+            raise ValueError("compile the net with compileOutputFunctions() before training")
         if self._gradients is None:
             raise ValueError("the net was compiled with only_forward=True: it cannot be trained")
         if mode not in self._optimizers:
-            params = self._SGD_params if mode == "SGD" else getattr(self, f"_{mode}_params") or \
-                dict(getattr(optimizer, f"{mode.upper()}_DEFAULTS"))
-            self._optimizers[mode] = getattr(optimizer, self._OPTIMIZERS[mode])(
-                dict(params), model_obj=self)
+            cls = getattr(optimizer, f"compile{mode}")
+            self._optimizers[mode] = cls(
+                dict(self._optimizer_params[mode]), X=self._x, Y=self._y, Y_aux=self._y_aux,
+                top_loss=self._loss, params=self.params, loss_instance=self._loss_instance,
+                gradients=self._gradients, last_grads=self._last_grads,
+                weight_decay=self.global_weightdecay, rng_updates=self._rng_updates)
         return self._optimizers[mode]
 
     @property
@@ -719,6 +724,8 @@ class MixedConvNN:
             loss = inst = opt(*values)
         else:
             loss, inst = opt(*values)
+            if mode == "CG":
+                self.CG_timeline.extend(opt.last_timeline)
             if update_loss and mode in ("SGD", "RPROP"):
                 loss, inst = self.get_loss(*values)
         return np.float32(loss), inst, time.time() - t0 + 1e-10

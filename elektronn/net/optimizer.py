@@ -1,52 +1,46 @@
-"""Optimisers for ELEKTRONN networks: SGD with momentum, Adam, RPROP, CG and L-BFGS.
+"""The optimisers of ELEKTRONN 1.0: SGD with momentum, Adam, RPROP, CG and L-BFGS.
 
-The update rules are plain functions over symbolic expressions that return an ordered dict
-``{shared variable: new value}`` (:func:`sgd_updates`, :func:`adam_updates`,
-:func:`rprop_updates`, :func:`cg_kickstart_updates`, :func:`cg_step_updates`), and
-:func:`guard_updates` is a modifier that composes with any of them.  The classes of
-ELEKTRONN 1.0 (:class:`Optimizer`, :class:`compileSGD`, :class:`compileAdam`,
-:class:`compileRPROP`, :class:`compileCG`, :class:`compileLBFGS`) stay on the outside: they
-collect the model's variables, compile the functions and are called as
+The classes (:class:`Optimizer`, :class:`compileSGD`, :class:`compileAdam`,
+:class:`compileRPROP`, :class:`compileCG`, :class:`compileLBFGS`) compile the update rules of
+:mod:`elektronn.net.updates` into functions and are called as
 ``loss, loss_instance = opt(data, labels, *aux)`` (L-BFGS returns the loss only).
 
-Every optimiser works from a model object (the net) or from explicit variables.  The model
-object provides ``_x``, ``_y``, ``_y_aux`` (list), ``_loss``, ``_loss_instance``,
-``_gradients`` (list or None), ``params``, ``_last_grads`` (list, may be empty),
-``global_weightdecay``, ``SGD_LR`` and ``SGD_momentum`` (shared float32 scalars), and
-optionally ``_rng_updates`` (``{shared generator: next generator}`` of dropout and noise; the
-entries a compiled graph uses are added to its updates, so every call draws fresh numbers).
-The optimiser writes back ``_last_grads`` (the momentum buffers, shared by SGD, RPROP and CG)
-and ``get_loss``.
+An optimiser is given what it works on explicitly: the inputs ``X``, ``Y``, ``Y_aux``, the
+loss, the parameters and, optionally, the gradients, the momentum buffers ``last_grads`` (SGD,
+RPROP and CG may share them), the weight decay and the random-stream updates of dropout and
+noise (``{shared generator: next generator}``; the entries a compiled graph uses are added to
+its updates, so every call draws fresh numbers).  As in ELEKTRONN 1.0 a model object may be
+given instead (``model_obj``); it is only read: ``_x``, ``_y``, ``_y_aux``, ``_loss``,
+``_loss_instance``, ``_gradients``, ``params``, ``_last_grads``, ``global_weightdecay``,
+``SGD_LR``, ``SGD_momentum`` and ``_rng_updates`` fill the arguments not given.  Unlike the
+original, an optimiser never writes into the model (the original replaced the model's
+``get_loss`` and ``_last_grads``).
 
-Numerics are those of ELEKTRONN 1.0: weight decay is added in the update, not to
-the loss, and its placement differs per optimiser (SGD ``LR*wd*theta``, RPROP ``wd*theta``
-without the step size, none for Adam, CG and L-BFGS).  Fixed against the original
-(docs/differences.md, N23-N30): the optimisers work without a model object; duplicated (shared)
-parameters
-are optimised once, with their buffers aligned; every optimiser has :meth:`Optimizer.reset`
-for the state it really has; Adam has defaults; L-BFGS writes back scipy's optimum and
-reports its outcome correctly.
+Hyperparameters missing from ``optimizer_params`` come from
+:data:`elektronn.defaults.NET_OPTIMIZER_DEFAULTS`; an unknown key raises ``ValueError``
+naming the valid keys (the original ignored it).  Numerics are those of ELEKTRONN 1.0 (see
+:mod:`elektronn.net.updates`).  Fixed against the original (docs/differences.md, N23-N30):
+duplicated (shared) parameters are optimised once, with their buffers aligned; every optimiser
+has :meth:`Optimizer.reset` for the state it really has; Adam has defaults; L-BFGS writes back
+scipy's optimum and reports its outcome correctly.
 
 Non-finite losses
 -----------------
 SGD, Adam and RPROP compile one fused function that computes the loss, the gradients and the
 updates.  It also computes ``finite = isfinite(loss) & all(isfinite(gradients))``, and every
-update is wrapped as ``switch(finite, new, old)`` (:func:`guard_updates`).  A non-finite step
-therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP step sizes)
-exactly as they were, at the cost of one elementwise select per update and one reduction per
-gradient: no copies, no second function call, no gradient transfer.  CG and L-BFGS evaluate
-many points per call, so they copy the parameters and their state at the start of a call (cheap
-next to those evaluations) and restore the copy when the final loss is not finite.  After a
-non-finite step the optimiser raises :class:`NonFiniteLossError` (``nan_policy="raise"``, the
-default) or warns with :class:`NonFiniteLossWarning` (``nan_policy="warn"``); in both cases the
-parameters were not updated.  Steps are counted per optimiser object, from 1.
+update is wrapped as ``switch(finite, new, old)`` (:func:`~elektronn.net.updates.guard_updates`).
+A non-finite step therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP
+step sizes) exactly as they were.  CG and L-BFGS evaluate many points per call, so they copy
+the parameters and their state at the start of a call and restore the copy when the final loss
+is not finite.  After a non-finite step the optimiser raises :class:`NonFiniteLossError`
+(``nan_policy="raise"``, the default) or warns with :class:`NonFiniteLossWarning`
+(``nan_policy="warn"``); in both cases the parameters were not updated.  Steps are counted per
+optimiser object, from 1.
 """
 
 import logging
 import time
 import warnings
-from collections import OrderedDict
-from types import MappingProxyType
 
 import numpy as np
 import pytensor
@@ -56,6 +50,18 @@ from pytensor.graph.traversal import ancestors
 from scipy.optimize import fmin_l_bfgs_b
 
 from elektronn.backend import get_mode
+from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, OPTIMIZER_KEYS
+from elektronn.net.updates import (
+    adam_updates,
+    all_finite,
+    cg_kickstart_updates,
+    cg_move_updates,
+    cg_step_updates,
+    fit_updates,
+    guard_updates,
+    rprop_updates,
+    sgd_updates,
+)
 
 __all__ = [
     "Optimizer",
@@ -66,50 +72,15 @@ __all__ = [
     "compileLBFGS",
     "NonFiniteLossError",
     "NonFiniteLossWarning",
-    "sgd_updates",
-    "adam_updates",
-    "rprop_updates",
-    "cg_kickstart_updates",
-    "cg_step_updates",
-    "guard_updates",
-    "all_finite",
-    "SGD_DEFAULTS",
-    "ADAM_DEFAULTS",
-    "RPROP_DEFAULTS",
-    "CG_DEFAULTS",
-    "LBFGS_DEFAULTS",
-    "RPROP_STEP_BOUNDS",
+    "check_optimizer_params",
+    "momentum_buffers",
     "NAN_POLICIES",
 ]
 
 logger = logging.getLogger("elektronn")
 
-# Hyperparameter defaults of ``MixedConvNN.setOptimizerParams`` (ELEKTRONN 1.0's).  Read-only: copy
-# them (``dict(CG_DEFAULTS)``) before changing anything.
-SGD_DEFAULTS = MappingProxyType({"LR": 0.001, "momentum": 0.9})
-ADAM_DEFAULTS = MappingProxyType({"LR": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8})
-RPROP_DEFAULTS = MappingProxyType(
-    {"penalty": 0.35, "gain": 0.2, "beta": 0.7, "initial_update_size": 1e-4}
-)
-CG_DEFAULTS = MappingProxyType(
-    {
-        "n_steps": 3,
-        "alpha": 0.35,
-        "beta": 0.7,
-        "max_step": 0.02,
-        "min_step": 8e-5,
-        "only_descent": False,
-        "show": False,
-    }
-)
-LBFGS_DEFAULTS = MappingProxyType(
-    {"maxfun": 40, "maxiter": 4, "m": 10, "factr": 1e2, "pgtol": 1e-9, "iprint": -1}
-)
-RPROP_STEP_BOUNDS = (1e-7, 2e-3)
-"""The hard-coded bounds of the RPROP step sizes."""
 NAN_POLICIES = ("raise", "warn")
 
-_ONE = np.float32(1)
 _ZERO = np.float32(0)
 # The original's line search starts with this "previous loss", so a first trial loss above it
 # ends the search at once (kept, docs/differences.md N28).
@@ -120,6 +91,29 @@ _LBFGS_OUTCOME = {
     1: "L-BFGS stopped at its iteration/evaluation limit: %s (%s iterations, %s evaluations)",
     2: "L-BFGS aborted: %s (%s iterations, %s evaluations)",
 }
+
+
+def check_optimizer_params(name, optimizer_params):
+    """Raise ``ValueError`` for hyperparameter keys the optimiser ``name`` does not know.
+
+    Parameters
+    ----------
+    name : {"SGD", "CG", "RPROP", "LBFGS", "Adam"}
+    optimizer_params : mapping or None
+
+    Examples
+    --------
+    >>> check_optimizer_params("SGD", {"lr": 0.1})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown SGD parameter 'lr'; valid keys are 'LR', 'momentum'
+    """
+    valid = OPTIMIZER_KEYS[name]
+    unknown = [key for key in (optimizer_params or {}) if key not in valid]
+    if unknown:
+        keys = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"unknown {name} parameter{'s' if len(unknown) > 1 else ''} {keys}; "
+                         f"valid keys are {', '.join(repr(k) for k in valid)}")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -145,183 +139,6 @@ class NonFiniteLossWarning(UserWarning):
     """Issued instead of :class:`NonFiniteLossError` with ``nan_policy="warn"``."""
 
 
-# --- update rules (symbolic) ------------------------------------------------------------------
-
-
-def _f32(value):
-    """Return a number as a float32 constant and a variable as a float32 expression."""
-    if isinstance(value, Variable):
-        return value if value.dtype == "float32" else pt.cast(value, "float32")
-    return np.float32(value)
-
-
-def sgd_updates(params, grads, velocities, learning_rate, momentum, weight_decay=0.0):
-    """Momentum SGD as in ELEKTRONN 1.0.
-
-    ``v <- g + momentum * v`` and ``theta <- theta - LR * v - LR * weight_decay * theta``, all
-    from the old values.
-
-    Parameters
-    ----------
-    params, grads, velocities : list
-        Shared parameters, their gradients and one shared velocity buffer per parameter.
-    learning_rate, momentum, weight_decay : float or scalar variable
-        Pass shared variables to change them between steps without recompiling.
-
-    Returns
-    -------
-    OrderedDict
-        Updates for the parameters and the velocities.
-    """
-    lr, mu, wd = _f32(learning_rate), _f32(momentum), _f32(weight_decay)
-    updates = OrderedDict()
-    for param, grad, velocity in zip(params, grads, velocities, strict=True):
-        new_velocity = grad + mu * velocity
-        updates[param] = param - lr * new_velocity - lr * wd * param
-        updates[velocity] = new_velocity
-    return updates
-
-
-def adam_updates(params, grads, ms, vs, t, learning_rate=0.001, beta1=0.9, beta2=0.999,
-                 epsilon=1e-8):
-    """Adam as in ELEKTRONN 1.0 (no weight decay; epsilon outside the bias correction).
-
-    ``t <- t + 1``, ``a = LR * sqrt(1 - beta2**t) / (1 - beta1**t)``,
-    ``m <- beta1*m + (1-beta1)*g``, ``v <- beta2*v + (1-beta2)*g**2`` and
-    ``theta <- theta - a * m / (sqrt(v) + epsilon)``.
-
-    Parameters
-    ----------
-    params, grads : list
-        Shared parameters and their gradients.
-    ms, vs : list
-        Shared first- and second-moment buffers, one per parameter.
-    t : shared scalar
-        The step counter (float32, starts at 0).
-    learning_rate, beta1, beta2, epsilon : float or scalar variable
-
-    Returns
-    -------
-    OrderedDict
-    """
-    lr, b1, b2, eps = (_f32(v) for v in (learning_rate, beta1, beta2, epsilon))
-    updates = OrderedDict()
-    new_t = t + _ONE
-    step_size = lr * pt.sqrt(_ONE - b2**new_t) / (_ONE - b1**new_t)
-    for param, grad, m, v in zip(params, grads, ms, vs, strict=True):
-        new_m = b1 * m + (_ONE - b1) * grad
-        new_v = b2 * v + (_ONE - b2) * grad**2
-        updates[m] = new_m
-        updates[v] = new_v
-        updates[param] = param - step_size * new_m / (pt.sqrt(new_v) + eps)
-    updates[t] = new_t
-    return updates
-
-
-def rprop_updates(params, grads, last_grads, step_sizes, penalty=0.35, gain=0.2,
-                  weight_decay=0.0, bounds=RPROP_STEP_BOUNDS):
-    """The RPROP variant of ELEKTRONN 1.0.
-
-    With ``s = last_grad * g``:
-    ``eta <- clip(eta * (1 - penalty*[s < -1e-9] + gain*[s > 1e-11]), *bounds)``,
-    ``theta <- theta - eta_old * g / (abs(g) + 1e-6) - weight_decay * theta`` (the decay is
-    not scaled by the step size) and ``last_grad <- g``.
-
-    Parameters
-    ----------
-    params, grads : list
-        Shared parameters and their gradients.
-    last_grads, step_sizes : list
-        Shared buffers per parameter: the previous gradient and the step size ``eta``.
-    penalty, gain, weight_decay : float or scalar variable
-    bounds : (float, float)
-        Clip range of the step sizes.
-
-    Returns
-    -------
-    OrderedDict
-    """
-    pen, gn, wd = _f32(penalty), _f32(gain), _f32(weight_decay)
-    low, high = np.float32(bounds[0]), np.float32(bounds[1])
-    updates = OrderedDict()
-    for param, grad, last_grad, eta in zip(params, grads, last_grads, step_sizes, strict=True):
-        same_sign = last_grad * grad
-        factor = (_ONE - pen * (same_sign < np.float32(-1e-9))
-                  + gn * (same_sign > np.float32(1e-11)))
-        updates[eta] = pt.clip(eta * factor, low, high)
-        updates[param] = param - eta * grad / (pt.abs(grad) + np.float32(1e-6)) - wd * param
-        updates[last_grad] = grad
-    return updates
-
-
-def cg_kickstart_updates(grads, last_grads, directions):
-    """Start conjugate gradients: ``last_grad <- g`` and ``d <- -g``.
-
-    Returns
-    -------
-    OrderedDict
-    """
-    updates = OrderedDict()
-    for grad, last_grad, direction in zip(grads, last_grads, directions, strict=True):
-        updates[last_grad] = grad
-        updates[direction] = -grad
-    return updates
-
-
-def cg_step_updates(grads, last_grads, directions):
-    """A Polak-Ribiere+ direction update.
-
-    ``coeff = max(0, sum(g * (g - last_grad)) / sum(last_grad**2))``, ``last_grad <- g`` and
-    ``d <- -g + coeff * d``.  When every last gradient is zero, ``coeff`` is 0 (the original
-    divided by zero).
-
-    Returns
-    -------
-    coeff : scalar variable
-    updates : OrderedDict
-    """
-    num = pt.add(*[pt.sum(g * (g - lg)) for g, lg in zip(grads, last_grads, strict=True)], _ZERO)
-    den = pt.add(*[pt.sum(lg * lg) for lg in last_grads], _ZERO)
-    positive = den > _ZERO
-    coeff = pt.maximum(pt.switch(positive, num / pt.switch(positive, den, _ONE), _ZERO), _ZERO)
-    updates = OrderedDict()
-    for grad, last_grad, direction in zip(grads, last_grads, directions, strict=True):
-        updates[last_grad] = grad
-        updates[direction] = -grad + coeff * direction
-    return coeff, updates
-
-
-def all_finite(loss, grads):
-    """Return a boolean scalar: the loss and every gradient entry are finite.
-
-    NaN and inf survive summation (``inf - inf`` is NaN) and a float64 sum of float32 values
-    cannot overflow, so the sum of the loss and of every gradient's float64 sum is finite
-    exactly when all of them are: one reduction per gradient instead of four elementwise
-    passes.
-    """
-    total = pt.cast(loss, "float64")
-    for grad in grads:
-        total = total + pt.sum(grad, dtype="float64")
-    return pt.isfinite(total)
-
-
-def guard_updates(updates, condition):
-    """Make every update conditional: ``var <- switch(condition, new, var)``.
-
-    Parameters
-    ----------
-    updates : dict
-        ``{shared variable: new value}``, e.g. from :func:`sgd_updates`.
-    condition : boolean scalar variable
-        E.g. :func:`all_finite` of the loss and the gradients.
-
-    Returns
-    -------
-    OrderedDict
-    """
-    return OrderedDict((var, pt.switch(condition, new, var)) for var, new in updates.items())
-
-
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -344,6 +161,21 @@ def _zeros_like(param, suffix, fill=0.0):
                            name=f"{param.name or 'param'}{suffix}", shape=param.type.shape)
 
 
+def momentum_buffers(params):
+    """Zero momentum buffers ``last_grads``, one per parameter, to share between optimisers.
+
+    Parameters
+    ----------
+    params : list of shared variables
+
+    Returns
+    -------
+    list of shared variables
+        Named ``<param name>_LG``, with the parameters' shapes and dtypes.
+    """
+    return [_zeros_like(p, "_LG") for p in params]
+
+
 def _same_shapes(buffers, params):
     return len(buffers) == len(params) and all(
         b.get_value(borrow=True).shape == p.get_value(borrow=True).shape
@@ -356,20 +188,29 @@ class Optimizer:
     Parameters
     ----------
     model_obj : object, optional
-        The net (see the module docstring for the attributes used).  Arguments that are not
-        None (non-empty for ``Y_aux``) override the model's.
+        A model to read the arguments that are not given from (see the module docstring); it
+        is never written to.
     X, Y : variable, optional
         The data and label inputs.
     Y_aux : sequence of variables, optional
         Further inputs of the loss (masks, weights), given after ``X, Y`` when calling.
     top_loss : scalar variable, optional
-        The loss.  Given, its gradients are computed here; otherwise the model's ``_loss`` and
-        ``_gradients`` (computed here when None or when ``params`` overrides the model's).
+        The loss.
     params : list of shared variables, optional
         The parameters.  A parameter listed twice (weight sharing) is optimised once.
     loss_instance : variable, optional
         Returned with the loss (e.g. per example); default the model's ``_loss_instance``,
         else the loss itself.
+    gradients : list of variables, optional
+        The gradients of ``top_loss`` with respect to ``params`` (computed here when not given;
+        the model's ``_gradients`` are used only with the model's loss and parameters).
+    last_grads : list of shared variables, optional
+        Momentum buffers, one per parameter (or per unique parameter); pass the same list to
+        several optimisers to share them.  Created here when not given or when they do not fit.
+    weight_decay : shared scalar, optional
+        The L2 weight decay (SGD and RPROP); default the model's ``global_weightdecay``, else 0.
+    rng_updates : dict, optional
+        ``{shared generator: next generator}`` of the graph's random draws.
     nan_policy : {"raise", "warn"}
         What to do after a step with a non-finite loss or gradient (the parameters are not
         updated in either case).
@@ -377,9 +218,8 @@ class Optimizer:
     Attributes
     ----------
     params, gradients, last_grads : list
-        Unique parameters, their gradients and their momentum buffers (shared with the model).
+        Unique parameters, their gradients and their momentum buffers.
     weightdecay : scalar variable
-        The model's ``global_weightdecay``, else a float32 shared scalar 0.
     step : pytensor Function or None
         The compiled step of SGD, Adam and RPROP: ``(X, Y, *aux) -> [loss, instance,
         finite]``.
@@ -392,11 +232,14 @@ class Optimizer:
     momentum buffers of duplicated parameters (docs/differences.md, N24); both are fixed.
     """
 
+    #: The optimiser's name in :data:`elektronn.defaults.OPTIMIZER_KEYS` (None: the base class).
+    name = None
     #: Hyperparameter keys baked into the compiled functions (changing them needs a new object).
     _compiled_in = ()
 
     def __init__(self, model_obj=None, X=None, Y=None, Y_aux=(), top_loss=None, params=None,
-                 *, loss_instance=None, nan_policy="raise"):
+                 *, loss_instance=None, gradients=None, last_grads=None, weight_decay=None,
+                 rng_updates=None, nan_policy="raise"):
         self.t_init = time.time()
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
@@ -414,10 +257,9 @@ class Optimizer:
         self.Y = Y if Y is not None else getattr(model, "_y", None)
         self.Y_aux = list(Y_aux) if Y_aux else list(getattr(model, "_y_aux", None) or [])
         all_params = params if params is not None else getattr(model, "params", None)
-        gradients = None
         if top_loss is None:
             top_loss = getattr(model, "_loss", None)
-            if params is None:
+            if params is None and gradients is None:
                 gradients = getattr(model, "_gradients", None)
         self.top_loss = top_loss
         missing = [name for name, value in
@@ -431,21 +273,27 @@ class Optimizer:
                              "optimiser")
         self.params, keep = _unique(list(all_params))
         self.gradients = self._aligned_gradients(gradients, all_params, keep)
-        self.last_grads = self._momentum_buffers(getattr(model, "_last_grads", None),
-                                                 all_params, keep)
+        if last_grads is None:
+            last_grads = getattr(model, "_last_grads", None)
+        self.last_grads = self._momentum_buffers(last_grads, all_params, keep)
 
-        weightdecay = getattr(model, "global_weightdecay", None)
-        if weightdecay is None:
-            weightdecay = pytensor.shared(np.float32(0), name="weightdecay")
-        self.weightdecay = weightdecay
+        if weight_decay is None:
+            weight_decay = getattr(model, "global_weightdecay", None)
+        if weight_decay is None:
+            weight_decay = pytensor.shared(np.float32(0), name="weightdecay")
+        self.weightdecay = weight_decay
         if loss_instance is None:
             loss_instance = getattr(model, "_loss_instance", None)
         self.loss_instance = top_loss if loss_instance is None else loss_instance
+        if rng_updates is None:
+            rng_updates = getattr(model, "_rng_updates", None)
+        self._rng_updates = dict(rng_updates or {})
         self._inputs = [self.X, self.Y, *self.Y_aux]
 
-        if model is not None:
-            model._last_grads = self.last_grads
-            model.get_loss = self.get_loss
+    def _hyperparameters(self, optimizer_params):
+        """The defaults of this optimiser updated by ``optimizer_params`` (keys checked)."""
+        check_optimizer_params(self.name, optimizer_params)
+        return {**NET_OPTIMIZER_DEFAULTS[self.name], **(optimizer_params or {})}
 
     # -- construction helpers --
 
@@ -460,23 +308,25 @@ class Optimizer:
         raise ValueError(f"{len(gradients)} gradients do not match {len(all_params)} params")
 
     def _momentum_buffers(self, buffers, all_params, keep):
-        """Reuse the model's momentum buffers when they fit the params, else create them."""
+        """Reuse the given momentum buffers when they fit the params, else create them."""
         if buffers:
             buffers = list(buffers)
             if len(buffers) == len(all_params) != len(self.params):
                 buffers = [buffers[i] for i in keep]
             if _same_shapes(buffers, self.params):
                 return buffers
-            logger.warning("The model's _last_grads (%d buffers) do not fit its %d params; "
+            logger.warning("The momentum buffers last_grads (%d) do not fit the %d params; "
                            "creating new momentum buffers", len(buffers), len(self.params))
-        return [_zeros_like(p, "_LG") for p in self.params]
+        return momentum_buffers(self.params)
 
     def _compile(self, outputs, updates=None):
         """Compile ``inputs -> outputs`` with ``updates`` plus the random-stream updates the
-        graph needs: entries of the model's ``_rng_updates`` (``{rng: next_rng}``) whose
-        generator the graph uses (generators with a ``default_update`` need nothing)."""
-        updates = list((updates or {}).items())
-        rng_updates = getattr(self.model_obj, "_rng_updates", None)
+        graph needs: entries of ``rng_updates`` (``{rng: next_rng}``) whose generator the graph
+        uses (generators with a ``default_update`` need nothing).  Updates whose static shape
+        disagrees with their variable's are fitted (:func:`~elektronn.net.updates.fit_updates`).
+        """
+        updates = list(fit_updates(updates or {}).items())
+        rng_updates = self._rng_updates
         if rng_updates:
             outs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
             used = set(ancestors(outs + [new for _, new in updates]))
@@ -512,7 +362,13 @@ class Optimizer:
         ``momentum``, Adam ``LR``) are written into those variables and take effect at the next
         step.  CG and L-BFGS read their dictionary at every call.  Keys compiled into the
         graph (RPROP's, Adam's betas and epsilon) are stored but need a new optimiser.
+
+        Raises
+        ------
+        ValueError
+            For a key the optimiser does not know (nothing is changed then).
         """
+        check_optimizer_params(self.name, optimizer_params)
         for key, value in optimizer_params.items():
             shared = self._live.get(key)
             if shared is None:
@@ -610,11 +466,12 @@ class compileSGD(Optimizer):
     ----------
     optimizer_params : dict, optional
         ``LR`` and ``momentum``, numbers or shared scalars.  Missing keys come from the model's
-        ``SGD_LR`` / ``SGD_momentum``, else :data:`SGD_DEFAULTS`.  Both are shared variables
+        ``SGD_LR`` / ``SGD_momentum``, else ``NET_OPTIMIZER_DEFAULTS["SGD"]``.  Both are
+        shared variables
         in the compiled step, so new values take effect at the next step without recompiling
         (``opt.LR.set_value(...)``, the model's ``setSGDLR``, or
         :meth:`~Optimizer.updateOptimizerParams`).
-    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+    model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
 
     Attributes
@@ -622,15 +479,18 @@ class compileSGD(Optimizer):
     LR, momentum : shared scalars
     """
 
+    name = "SGD"
+
     def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
-                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+                 top_loss=None, params=None, **kwargs):
         logger.info("Compiling SGD")
-        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
-                         loss_instance=loss_instance, nan_policy=nan_policy)
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params, **kwargs)
+        check_optimizer_params(self.name, optimizer_params)
         given = dict(optimizer_params or {})
         for key, model_attr in (("LR", "SGD_LR"), ("momentum", "SGD_momentum")):
             value = given.get(key, getattr(model_obj, model_attr, None))
-            self._live_scalar(key, SGD_DEFAULTS[key] if value is None else value)
+            self._live_scalar(key, NET_OPTIMIZER_DEFAULTS["SGD"][key] if value is None
+                              else value)
         self.LR, self.momentum = self._live["LR"], self._live["momentum"]
         self._state = [(v, 0) for v in self.last_grads]
         self.step = self._compile_step(sgd_updates(
@@ -648,9 +508,9 @@ class compileAdam(Optimizer):
     ----------
     optimizer_params : dict, optional
         ``LR``, ``beta1``, ``beta2``, ``epsilon``; missing keys come from
-        :data:`ADAM_DEFAULTS` (the original had none, N25).  ``LR`` is a shared variable and
+        ``NET_OPTIMIZER_DEFAULTS["Adam"]`` (the original had none).  ``LR`` is a shared variable and
         can be changed between steps; the others are compiled in.
-    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+    model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
 
     Attributes
@@ -659,14 +519,14 @@ class compileAdam(Optimizer):
     m, v : lists of shared moment buffers
     """
 
+    name = "Adam"
     _compiled_in = ("beta1", "beta2", "epsilon")
 
     def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
-                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+                 top_loss=None, params=None, **kwargs):
         logger.info("Compiling Adam")
-        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
-                         loss_instance=loss_instance, nan_policy=nan_policy)
-        self.optimizer_params = {**ADAM_DEFAULTS, **(optimizer_params or {})}
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params, **kwargs)
+        self.optimizer_params = self._hyperparameters(optimizer_params)
         self.LR = self._live_scalar("LR", self.optimizer_params["LR"])
         self.t = pytensor.shared(np.float32(0), name="Adam_t")
         self.m = [_zeros_like(p, "_Adam_m") for p in self.params]
@@ -691,8 +551,8 @@ class compileRPROP(Optimizer):
     ----------
     optimizer_params : dict, optional
         ``penalty``, ``gain``, ``beta``, ``initial_update_size``; missing keys come from
-        :data:`RPROP_DEFAULTS`.  All are compiled in.
-    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        ``NET_OPTIMIZER_DEFAULTS["RPROP"]``.  All are compiled in.
+    model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
 
     Attributes
@@ -700,14 +560,14 @@ class compileRPROP(Optimizer):
     LRs : list of shared step-size buffers
     """
 
+    name = "RPROP"
     _compiled_in = ("penalty", "gain", "initial_update_size")
 
     def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
-                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+                 top_loss=None, params=None, **kwargs):
         logger.info("Compiling RPROP...")
-        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
-                         loss_instance=loss_instance, nan_policy=nan_policy)
-        hp = self.optimizer_params = {**RPROP_DEFAULTS, **(optimizer_params or {})}
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params, **kwargs)
+        hp = self.optimizer_params = self._hyperparameters(optimizer_params)
         initial = np.float32(hp["initial_update_size"])
         self.LRs = [_zeros_like(p, "_RPROP", fill=initial) for p in self.params]
         self._state = [(v, 0) for v in self.last_grads] + [(v, initial) for v in self.LRs]
@@ -728,8 +588,9 @@ class compileCG(Optimizer):
     ----------
     optimizer_params : dict, optional
         ``n_steps``, ``alpha``, ``beta``, ``max_step``, ``min_step``, ``only_descent``,
-        ``show``; missing keys come from :data:`CG_DEFAULTS`.  Read at every call.
-    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+        ``show``; missing keys come from ``NET_OPTIMIZER_DEFAULTS["CG"]``.  Read at every
+        call.
+    model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
 
     Attributes
@@ -744,12 +605,14 @@ class compileCG(Optimizer):
         ``() -> sum(last_grad * d)``.
     """
 
+    name = "CG"
+
     def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
-                 top_loss=None, params=None, *, loss_instance=None, nan_policy="raise"):
+                 top_loss=None, params=None, **kwargs):
         logger.info("Compiling CG")
-        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
-                         loss_instance=loss_instance, nan_policy=nan_policy)
-        self.optimizer_params = {**CG_DEFAULTS, **(optimizer_params or {})}
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params, **kwargs)
+        self.optimizer_params = self._hyperparameters(optimizer_params)
+        self.last_timeline = []
         self.direc = [_zeros_like(p, "_CG_direc") for p in self.params]
         self.t = pytensor.shared(np.float32(0), name="CG_t")
         self._state = [(v, 0) for v in self.last_grads + self.direc] + [(self.t, 0)]
@@ -761,11 +624,9 @@ class compileCG(Optimizer):
         self.CG_step = self._compile(coeff, updates)
 
         delta = pt.scalar("delta", dtype="float32")
-        updates = OrderedDict(
-            (p, p + d * delta) for p, d in zip(self.params, self.direc, strict=True))
-        updates[self.t] = self.t + delta
-        self.CG_update_params = pytensor.function([delta], self.t + delta, updates=updates,
-                                                  mode=mode)
+        self.CG_update_params = pytensor.function(
+            [delta], self.t + delta, mode=mode,
+            updates=fit_updates(cg_move_updates(self.params, self.direc, self.t, delta)))
         linear = pt.add(
             *[pt.sum(lg * d) for lg, d in zip(self.last_grads, self.direc, strict=True)], _ZERO)
         self.CG_linear_approx = pytensor.function([], linear, mode=mode)
@@ -831,8 +692,7 @@ class compileCG(Optimizer):
     def __call__(self, *args):
         """Run ``n_steps`` line searches; return ``[float32 loss, instance]`` after the update.
 
-        Rows ``[loss, t, coeff, count]`` are appended to ``model_obj.CG_timeline`` when the
-        model has one.  If the final loss is not finite, the parameters and the CG state are
+        The rows ``[loss, t, coeff, count]`` of the line searches are in ``last_timeline``.  If the final loss is not finite, the parameters and the CG state are
         restored to their values before the call (see the module docstring).
         """
         self.step_count += 1
@@ -852,8 +712,7 @@ class compileCG(Optimizer):
             loss, loss_instance, t, count = self.lineSearch(*args)
             self.t.set_value(np.float32(0))
             timeline.append([loss, t, coeff, count])
-        if self.model_obj is not None and hasattr(self.model_obj, "CG_timeline"):
-            self.model_obj.CG_timeline.extend(timeline)
+        self.last_timeline = timeline
         loss = np.float32(loss)
         if not np.isfinite(loss):
             self._restore(snapshot)
@@ -866,7 +725,7 @@ class compileLBFGS(Optimizer):
 
     Each call runs scipy's L-BFGS-B on the flattened parameters (one float32 vector, each
     unique parameter once) for the given batch, writes scipy's optimum back into the
-    parameters (the original left them at the last evaluated point, N29) and returns the loss
+    parameters (the original left them at the last evaluated point) and returns the loss
     there.  No weight decay.  scipy's outcome (converged, stopped at the ``maxiter``/``maxfun``
     limit, or aborted) is logged at INFO level.
 
@@ -874,9 +733,9 @@ class compileLBFGS(Optimizer):
     ----------
     optimizer_params : dict, optional
         Keyword arguments of ``fmin_l_bfgs_b``; missing keys come from
-        :data:`LBFGS_DEFAULTS`.  Read at every call.  ``iprint < 0`` (silent) is not passed on,
+        ``NET_OPTIMIZER_DEFAULTS["LBFGS"]``.  Read at every call.  ``iprint < 0`` (silent) is not passed on,
         as recent scipy deprecates it.
-    model_obj, X, Y, Y_aux, top_loss, params, loss_instance, nan_policy
+    model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
     debug : bool
         Log statistics of every evaluation at DEBUG level.
@@ -895,13 +754,13 @@ class compileLBFGS(Optimizer):
     Mathematical Software, 38, 1.
     """
 
+    name = "LBFGS"
+
     def __init__(self, optimizer_params=None, model_obj=None, X=None, Y=None, Y_aux=(),
-                 top_loss=None, params=None, debug=False, *, loss_instance=None,
-                 nan_policy="raise"):
+                 top_loss=None, params=None, debug=False, **kwargs):
         logger.info("Compiling lBFGS")
-        super().__init__(model_obj, X, Y, Y_aux, top_loss, params,
-                         loss_instance=loss_instance, nan_policy=nan_policy)
-        self.optimizer_params = {**LBFGS_DEFAULTS, **(optimizer_params or {})}
+        super().__init__(model_obj, X, Y, Y_aux, top_loss, params, **kwargs)
+        self.optimizer_params = self._hyperparameters(optimizer_params)
         self.debug = debug
         self._loss_and_grad = self._compile([self.top_loss, *self.gradients])
         self.params_values = [p.get_value() for p in self.params]

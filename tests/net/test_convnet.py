@@ -353,3 +353,62 @@ def test_load_parameters_errors_leave_net_unchanged(tmp_path, rng):
     assert cnn.layers[0].W.get_value().shape == (3, 1, 3, 3)
     cnn.loadParameters(str(good), n_layers_to_load=1)
     np.testing.assert_array_equal(cnn.layers[0].W.get_value(), before[1])
+
+
+# --- optimiser glue (issue 13) -----------------------------------------------------------------
+
+
+def _small_2d_net():
+    cnn = MixedConvNN((28, 28), input_depth=1, batch_size=4, seed=1)
+    cnn.addConvLayer(10, 5, pool_shape=2, activation_func="tanh")
+    cnn.addPerceptronLayer(3, activation_func="linear")
+    cnn.compileOutputFunctions(target="nll")
+    return cnn
+
+
+def test_cg_trains_a_conv_net(rng):
+    """A conv layer with one input channel has gradients of static shape (10, 1, 5, 5); CG's
+    updates of its buffers (shape unknown) used to be refused by PyTensor."""
+    cnn = _small_2d_net()
+    x = rng.random((4, 1, 28, 28), dtype=np.float32)
+    y = np.array([0, 1, 2, 1])
+    before = [p.get_value() for p in cnn.params]
+    loss, _, _ = cnn.trainingStep(x, y, mode="CG")
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, p.get_value()) for b, p in zip(before, cnn.params))
+    assert len(cnn.CG_timeline) == 3  # n_steps of the net's CG defaults
+
+
+@pytest.mark.parametrize("mode", ["SGD", "CG", "RPROP", "Adam", "LBFGS"])
+def test_get_loss_keeps_its_checks_after_training(rng, mode):
+    cnn = _small_2d_net()
+    x = rng.random((4, 1, 28, 28), dtype=np.float32)
+    y = np.array([0, 1, 2, 1], dtype=np.int64)
+    before = cnn.get_loss(x, y)[0]
+    cnn.trainingStep(x, y, mode=mode)
+    after = cnn.get_loss(x, y)[0]  # int64 labels are still converted
+    assert np.isfinite(after) and after != before
+    with pytest.raises(ValueError, match="labels"):
+        cnn.get_loss(x, np.array([0, 1, 7, 1]))
+    with pytest.raises(ValueError, match="data"):
+        cnn.get_loss(x[:, :, :20], y)
+
+
+def test_unknown_optimiser_keys_raise_and_change_nothing():
+    cnn = _small_2d_net()
+    with pytest.raises(ValueError, match=r"unknown SGD parameter 'lr'; valid keys are 'LR', "
+                                         r"'momentum'"):
+        cnn.setOptimizerParams(SGD={"lr": 0.1})
+    assert cnn.SGD_LR.get_value() == np.float32(0.09)
+    for name in ("CG", "RPROP", "LBFGS", "Adam"):
+        with pytest.raises(ValueError, match=f"unknown {name} parameter 'typo'"):
+            cnn.setOptimizerParams(**{name: {"typo": 1}})
+
+
+def test_two_levels_of_sgd_defaults():
+    cnn = _small_2d_net()
+    assert cnn.SGD_LR.get_value() == np.float32(0.09)
+    cnn.setOptimizerParams(SGD={})
+    assert cnn.SGD_LR.get_value() == np.float32(0.001)
+    assert cnn._optimizer("CG").optimizer_params["n_steps"] == 3
+    assert cnn._optimizer("CG").optimizer_params["beta"] == 0.7

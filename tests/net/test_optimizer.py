@@ -3,7 +3,7 @@ N23-N30).
 
 The stand-in model objects carry exactly the attributes the net provides (``_x``, ``_y``,
 ``_y_aux``, ``_loss``, ``_loss_instance``, ``_gradients``, ``params``, ``_last_grads``,
-``global_weightdecay``, ``SGD_LR``, ``SGD_momentum``, ``CG_timeline``).  The "probe" model has a
+``global_weightdecay``, ``SGD_LR``, ``SGD_momentum``); the optimisers only read them.  The "probe" model has a
 linear loss ``sum(x * theta)``, so its gradient is exactly the input ``x`` and single updates
 can be checked by hand.
 """
@@ -17,17 +17,19 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.tensor.special import log_softmax
 
+from elektronn.defaults import NET_OPTIMIZER_DEFAULTS
 from elektronn.net import optimizer as opt_mod
 from elektronn.net.optimizer import (
     NonFiniteLossError,
     NonFiniteLossWarning,
-    all_finite,
     compileAdam,
     compileCG,
     compileLBFGS,
     compileRPROP,
     compileSGD,
+    momentum_buffers,
 )
+from elektronn.net.updates import all_finite
 
 TOL = {"rtol": 1e-5, "atol": 1e-7}
 W_SHAPE, B_SIZE = (2, 3), 4
@@ -47,7 +49,7 @@ def _model(x, y, loss, instance, params, gradients=None, **extra):
         "_x": x, "_y": y, "_y_aux": [], "_loss": loss, "_loss_instance": instance,
         "_gradients": gradients, "params": params, "_last_grads": [],
         "global_weightdecay": _shared(0.0, "wd"), "SGD_LR": _shared(0.1, "LR"),
-        "SGD_momentum": _shared(0.9, "mu"), "CG_timeline": [],
+        "SGD_momentum": _shared(0.9, "mu"),
     }
     attrs.update(extra)
     return types.SimpleNamespace(**attrs)
@@ -132,10 +134,10 @@ def test_each_optimiser_decreases_the_loss(rng, name, cls, params, n_calls):
     model = logreg_model(rng)
     X, Y = logreg_data(rng)
     opt = cls(params, model)
-    loss0, _ = model.get_loss(X, Y)
+    loss0, _ = opt.get_loss(X, Y)
     for _ in range(n_calls):
         result = opt(X, Y)
-    loss1, instance = model.get_loss(X, Y)
+    loss1, instance = opt.get_loss(X, Y)
     assert loss1 < loss0 - 0.01
     assert isinstance(loss1, np.float32) and instance.shape == (50,)
     if name == "LBFGS":
@@ -190,7 +192,7 @@ def test_adam_two_steps_match_numpy(rng):
 
 
 def test_adam_defaults_exist():
-    assert dict(opt_mod.ADAM_DEFAULTS) == {"LR": 0.001, "beta1": 0.9, "beta2": 0.999,
+    assert dict(NET_OPTIMIZER_DEFAULTS["Adam"]) == {"LR": 0.001, "beta1": 0.9, "beta2": 0.999,
                                            "epsilon": 1e-8}
 
 
@@ -251,8 +253,8 @@ def test_cg_reaches_least_squares_minimum(rng):
     np.testing.assert_allclose(model.params[1].get_value(), ref[3], atol=1e-3)
     assert instance.shape == (40,)
     # CG returns the loss after the update
-    np.testing.assert_allclose(loss, model.get_loss(X, Y)[0], rtol=1e-6)
-    assert len(model.CG_timeline) == 30 * 5 and len(model.CG_timeline[0]) == 4
+    np.testing.assert_allclose(loss, opt.get_loss(X, Y)[0], rtol=1e-6)
+    assert len(opt.last_timeline) == 5 and len(opt.last_timeline[0]) == 4
 
 
 def test_lbfgs_reaches_least_squares_minimum(rng):
@@ -290,8 +292,8 @@ def test_lbfgs_writes_back_the_optimum(rng, monkeypatch):
     loss = opt(X, Y)
     np.testing.assert_allclose(model.params[0].get_value(), [0.8, 0.3, 0.6], rtol=1e-6)
     np.testing.assert_allclose(model.params[1].get_value(), 0.55, rtol=1e-6)
-    np.testing.assert_allclose(loss, model.get_loss(X, Y)[0], rtol=1e-6)
-    expected = {k: v for k, v in opt_mod.LBFGS_DEFAULTS.items() if k != "iprint"}
+    np.testing.assert_allclose(loss, opt.get_loss(X, Y)[0], rtol=1e-6)
+    expected = {k: v for k, v in NET_OPTIMIZER_DEFAULTS["LBFGS"].items() if k != "iprint"}
     assert calls == [expected]  # the deprecated silent iprint=-1 is not passed on
 
 
@@ -662,19 +664,55 @@ def test_missing_arguments():
         compileSGD({}, model)
 
 
-def test_model_write_back_and_shared_momenta(rng):
+def test_optimisers_do_not_write_into_the_model(rng):
+    """The original replaced the model's get_loss and _last_grads (losing the net's checks)."""
     model = probe_model(rng)
-    sgd = compileSGD({}, model)
-    assert model._last_grads is sgd.last_grads
-    loss, instance = model.get_loss(probe_input(rng), DUMMY_Y)
+    before = dict(vars(model))
+    opts = [cls({}, model) for cls in (compileSGD, compileRPROP, compileCG, compileAdam,
+                                       compileLBFGS)]
+    for opt in opts[:3]:
+        opt(probe_input(rng), DUMMY_Y)
+    assert vars(model).keys() == before.keys()
+    assert all(vars(model)[k] is v for k, v in before.items())
+    loss, instance = opts[0].get_loss(probe_input(rng), DUMMY_Y)
     assert isinstance(loss, np.float32)
+
+
+def test_momentum_buffers_are_shared_when_given(rng):
+    model = probe_model(rng)
+    buffers = momentum_buffers(model.params)
+    sgd = compileSGD({}, model, last_grads=buffers)
     g = probe_input(rng)
     sgd(g, DUMMY_Y)
-    rprop = compileRPROP({}, model)  # reuses the model's momentum buffers
-    cg = compileCG({}, model)
-    assert all(a is b for a, b in zip(rprop.last_grads, sgd.last_grads, strict=True))
-    assert all(a is b for a, b in zip(cg.last_grads, sgd.last_grads, strict=True))
-    assert model.get_loss == cg.get_loss
+    rprop = compileRPROP({}, model, last_grads=buffers)
+    cg = compileCG({}, model, last_grads=buffers)
+    for opt in (sgd, rprop, cg):
+        assert all(a is b for a, b in zip(opt.last_grads, buffers, strict=True))
+    np.testing.assert_allclose(np.concatenate([b.get_value().ravel() for b in buffers]), g,
+                               rtol=1e-6)
+
+
+def test_explicit_arguments_without_model(rng):
+    model = probe_model(rng)
+    wd = _shared(0.0, "wd")
+    opt = compileSGD({"LR": 0.1, "momentum": 0.0}, X=model._x, Y=model._y,
+                     top_loss=model._loss, params=model.params, weight_decay=wd)
+    assert opt.weightdecay is wd
+    before = values(model)
+    g = probe_input(rng)
+    opt(g, DUMMY_Y)
+    for b, a, part in zip(before, values(model), split(g), strict=True):
+        np.testing.assert_allclose(a, b - 0.1 * part, **TOL)
+
+
+@pytest.mark.parametrize("cls", [compileSGD, compileAdam, compileRPROP, compileCG, compileLBFGS])
+def test_unknown_hyperparameter_keys_raise(rng, cls):
+    model = probe_model(rng)
+    with pytest.raises(ValueError, match=r"unknown \w+ parameter 'lr'; valid keys are"):
+        cls({"lr": 0.1}, model)
+    opt = cls({}, model)
+    with pytest.raises(ValueError, match="'typo'"):
+        opt.updateOptimizerParams({"typo": 1})
 
 
 def test_model_gradients_are_used(rng):
@@ -695,7 +733,7 @@ def test_mismatched_model_momenta_are_replaced(rng, caplog):
         opt = compileSGD({}, model)
     assert "do not fit" in caplog.text
     assert [v.get_value().shape for v in opt.last_grads] == [W_SHAPE, (B_SIZE,)]
-    assert model._last_grads is opt.last_grads
+    assert model._last_grads is not opt.last_grads
 
 
 def test_aux_inputs_and_compiled_gradients(rng):
@@ -723,7 +761,7 @@ def test_model_random_streams_advance(rng, cls):
     model = _model(x, y, loss, loss, [W], _rng_updates={generator: next_generator})
     opt = cls({"LR": 0.0, "momentum": 0.0} if cls is compileSGD else {}, model)
     g = np.ones(N_PROBE, np.float32)
-    assert model.get_loss(g, DUMMY_Y)[0] != model.get_loss(g, DUMMY_Y)[0]
+    assert opt.get_loss(g, DUMMY_Y)[0] != opt.get_loss(g, DUMMY_Y)[0]
     if cls is compileSGD:
         assert opt(g, DUMMY_Y)[0] != opt(g, DUMMY_Y)[0]
 
