@@ -223,8 +223,8 @@ class MixedConvNN:
             "recipe": recipe,
             "layer_values": [_shared_values(lay) for lay in self._all_layers()],
             "net_values": _shared_values(self),
-            "optimizer_params": {k: getattr(self, k) for k in (
-                "_RPROP_params", "_CG_params", "_LBFGS_params", "_Adam_params")},
+            "optimizer_params": {name: params for name, params in self._optimizer_params.items()
+                                 if name != "SGD"},  # SGD's are shared values
         }
 
     def __setstate__(self, state):
@@ -245,8 +245,7 @@ class MixedConvNN:
         for obj, values in zip([*layers, self], [*state["layer_values"], state["net_values"]]):
             for attr, value in values.items():
                 getattr(obj, attr).set_value(value)
-        for key, value in state["optimizer_params"].items():
-            setattr(self, key, value)
+        self._optimizer_params.update(state["optimizer_params"])
 
     # --- building --------------------------------------------------------------------------------
     @property

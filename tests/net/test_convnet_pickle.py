@@ -42,7 +42,7 @@ def test_2d_conv_net_round_trip_predicts_identically(rng, mfp):
     assert copy.SGD_LR.get_value() == np.float32(0.03)
     assert copy.SGD_momentum.get_value() == np.float32(0.5)
     assert copy.global_weightdecay.get_value() == np.float32(0.001)
-    assert copy._Adam_params["LR"] == 0.002
+    assert copy._optimizer_params["Adam"]["LR"] == 0.002
     assert copy.output_strides == cnn.output_strides
     assert copy.dimension_calc.offset == cnn.dimension_calc.offset
     # a copy of the copy is the same net again, and the original is untouched
