@@ -20,17 +20,20 @@ held-out volume); ``--quick`` runs a tiny version in seconds (for tests).
 
 import argparse
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from elektronn.atomicio import atomic_write
 from elektronn.data import synthetic
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
-from elektronn.utils import Progress, pprinttime
+from elektronn.utils import console_logging, pprinttime
 
 __all__ = ["Settings", "DEFAULT", "QUICK", "build_cnn", "PatchSampler", "train",
            "membrane_metrics", "save_figure", "run_demo", "main"]
@@ -40,6 +43,8 @@ __all__ = ["Settings", "DEFAULT", "QUICK", "build_cnn", "PatchSampler", "train",
 FILTERS = ((1, 4, 4), (1, 3, 3), (3, 3, 3), (1, 2, 2))
 POOLS = ((1, 2, 2), (1, 2, 2), 1, 1)
 MFP = (True, True, False, False)
+
+logger = logging.getLogger("elektronn.demo")
 
 PREDICTION_FILE, PREDICTION_NAME = "prediction.h5", "prob"
 FIGURE_FILE, METRICS_FILE, PARAM_FILE = "demo.png", "metrics.json", "demo-cnn.param"
@@ -183,8 +188,9 @@ def train(cnn, sampler, settings, show_progress=True):
     settings : Settings
         Iterations, batch size and learning rate.
     show_progress : bool
-        Show a progress line: iteration, loss (moving average), error rate on fresh
-        patches and iterations per second (after the first step, which compiles).
+        Show a progress bar (``tqdm.auto``) with the loss (moving average) and the error rate
+        on fresh patches. The bar starts after the first step, which compiles the net, so that
+        its rate and time left are those of the training.
 
     Returns
     -------
@@ -196,25 +202,29 @@ def train(cnn, sampler, settings, show_progress=True):
     n = settings.iterations
     every = max(1, n // 10)
     history, losses = [], []
-    smooth = rate = 0.0
-    with Progress(n, "Training", stream=sys.stdout, enabled=show_progress) as bar:
+    smooth = 0.0
+    bar = None
+    try:
         for it in range(1, n + 1):
             loss = float(cnn.trainingStep(*sampler.batch(settings.batch_size), mode="Adam")[0])
             losses.append(loss)
             smooth = loss if it == 1 else 0.95 * smooth + 0.05 * loss
-            if it == 1:
-                t_first = time.perf_counter()
-            else:
-                rate = (it - 1) / (time.perf_counter() - t_first)
             if it % every == 0 or it == n:
                 error = cnn.get_error(*sampler.batch(settings.batch_size))[1]
                 history.append({"iteration": it, "loss": float(np.mean(losses)),
                                 "error": float(error)})
                 losses = []
-            shown = f"{history[-1]['error']:6.2%}" if history else "   n/a"
-            bar.label = (f"Training: it {it:{len(str(n))}d}/{n}, loss {smooth:.4f}, "
-                         f"error {shown}, {rate:5.1f} it/s")
-            bar.update()
+            if bar is None:  # after the first (compiling) step: an honest rate from here on
+                bar = tqdm(total=n, initial=it, desc="Training", unit="it",
+                           disable=not show_progress)
+            else:
+                bar.update()
+            bar.set_postfix(loss=f"{smooth:.4f}",
+                            error=f"{history[-1]['error']:.2%}" if history else "n/a",
+                            refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
     return history
 
 
@@ -259,8 +269,8 @@ def membrane_metrics(prob, labels):
     }
 
 
-def save_figure(path, raw, labels, prob, n_slices=3):
-    """Write a PNG of ``n_slices`` z-slices: raw | ground truth | membrane probability.
+def save_figure(path, raw, labels, prob, metrics=None, n_slices=3):
+    """Write a PNG of ``n_slices`` z-slices of the held-out volume: raw | truth | probability.
 
     Parameters
     ----------
@@ -272,27 +282,40 @@ def save_figure(path, raw, labels, prob, n_slices=3):
         Ground truth (1 = membrane).
     prob : ndarray, shape (x, y, z)
         Membrane probability.
+    metrics : dict, optional
+        :func:`membrane_metrics` of ``prob``, shown under the title.
     n_slices : int
         Number of z-slices (rows), evenly spaced inside the volume.
     """
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
-    panels = ((raw, 255, "raw"), (labels, 1, "ground truth (membrane)"),
-              (prob, 1, "prediction P(membrane)"))
+    panels = ((raw, 255, "gray", "raw image"), (labels, 1, "gray", "ground truth (membrane = 1)"),
+              (prob, 1, "magma", "predicted P(membrane)"))
     zs = np.linspace(0, raw.shape[2] - 1, n_slices + 2).round().astype(int)[1:-1]
-    fig = Figure(figsize=(9, 3 * n_slices), layout="tight")
-    for row, z in zip(fig.subplots(n_slices, 3, squeeze=False), zs, strict=True):
-        for ax, (img, vmax, title) in zip(row, panels, strict=True):
-            ax.imshow(img[:, :, z].T, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
-            ax.set_title(f"{title}, z={z}", fontsize=9)
+    fig = Figure(figsize=(10, 3.2 * n_slices + 0.8), layout="constrained")
+    title = f"Held-out volume {raw.shape} (x, y, z), not seen in training"
+    if metrics is not None:
+        m = metrics
+        title += (f"\npixel accuracy {m['accuracy']:.1%} (all inside: "
+                  f"{m['baseline_accuracy']:.1%}),  membrane F1 {m['f1']:.3f} (all membrane: "
+                  f"{m['baseline_f1']:.3f}),  precision {m['precision']:.3f}, "
+                  f"recall {m['recall']:.3f}")
+    fig.suptitle(title, fontsize=10)
+    axes = fig.subplots(n_slices, 3, squeeze=False)
+    for row, z in zip(axes, zs, strict=True):
+        for ax, (img, vmax, cmap, name) in zip(row, panels, strict=True):
+            shown = ax.imshow(img[:, :, z].T, cmap=cmap, vmin=0, vmax=vmax,
+                              interpolation="nearest")
+            ax.set_title(f"{name}, z={z}", fontsize=9)
             ax.axis("off")
-    fig.savefig(path, dpi=100)
+    fig.colorbar(shown, ax=axes[:, 2], label="P(membrane)", shrink=0.8)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def _report(metrics, shape, out):
     """The closing text of the demo."""
     m = metrics
-    return (f"\nHeld-out volume {shape}:\n"
+    return (f"Held-out volume {shape}:\n"
             f"  pixel accuracy  {m['accuracy']:.2%}   (baseline, all inside: "
             f"{m['baseline_accuracy']:.2%})\n"
             f"  membrane F1     {m['f1']:.3f}    (baseline, all membrane: {m['baseline_f1']:.3f});"
@@ -314,7 +337,8 @@ def run_demo(settings=DEFAULT, out="elektronn-demo-output", show_progress=True):
     out : str or Path
         Output folder (created if missing).
     show_progress : bool
-        Print the steps, progress lines and the report.
+        Show progress bars (training, prediction) on stderr. The steps and the report are
+        logged (logger ``"elektronn.demo"``, level INFO; ``elektronn-demo`` shows them).
 
     Returns
     -------
@@ -326,25 +350,22 @@ def run_demo(settings=DEFAULT, out="elektronn-demo-output", show_progress=True):
     ValueError
         If the volume is too small for the net.
     """
-    def say(text):
-        if show_progress:
-            print(text, flush=True)
-
+    say = logger.info
     t0 = time.perf_counter()
     out = Path(out).resolve()
-    say(f"elektronn demo: membrane segmentation of a synthetic EM volume\nOutput folder: {out}")
+    say("elektronn demo: membrane segmentation of a synthetic EM volume\nOutput folder: %s", out)
     (train_raw, train_lab), (test_raw, test_lab) = [
         (synthetic.read_h5(raw, synthetic.RAW_NAME), synthetic.read_h5(lab, synthetic.LABEL_NAME))
         for raw, lab in synthetic.write_cubes(out / "data", 2, settings.size, settings.seed)]
-    say(f"Data: 2 volumes (x, y, z) = {settings.size} in {out / 'data'} "
-        f"({train_lab.mean():.1%} membrane); volume 0 trains, volume 1 is held out")
+    say("Data: 2 volumes (x, y, z) = %s in %s (%.1f%% membrane); volume 0 trains, volume 1 is "
+        "held out", settings.size, out / "data", 100 * train_lab.mean())
 
     size_zxy = np.roll(settings.size, 1)
     cnn = build_cnn(settings, np.minimum(settings.patch, size_zxy), settings.batch_size, False)
     calc = cnn.dimension_calc
-    say(f"Training net: input (z, x, y) = {tuple(calc.input)}, output "
-        f"{tuple(cnn.output_shape[2:])} with strides {tuple(cnn.output_strides)}, field of view "
-        f"{tuple(f[-1] for f in calc.fields)}, {cnn.param_count} parameters")
+    say("Training net: input (z, x, y) = %s, output %s with strides %s, field of view %s, "
+        "%d parameters", tuple(calc.input), tuple(cnn.output_shape[2:]),
+        tuple(cnn.output_strides), tuple(f[-1] for f in calc.fields), cnn.param_count)
     sampler = PatchSampler(train_raw, train_lab, cnn, np.random.default_rng(settings.seed))
     t_train = time.perf_counter()
     history = train(cnn, sampler, settings, show_progress)
@@ -355,8 +376,8 @@ def run_demo(settings=DEFAULT, out="elektronn-demo-output", show_progress=True):
     padded = size_zxy + 2 * np.floor(calc.offset).astype(int)
     pred_cnn = build_cnn(settings, np.minimum(padded, settings.pred_patch), 1, mfp=True)
     pred_cnn.loadParameters(param_file)
-    say(f"Prediction net (MFP): input (z, x, y) = {tuple(pred_cnn.dimension_calc.input)}, "
-        f"dense output {tuple(pred_cnn.output_shape[2:])}; compiling")
+    say("Prediction net (MFP): input (z, x, y) = %s, dense output %s; compiling",
+        tuple(pred_cnn.dimension_calc.input), tuple(pred_cnn.output_shape[2:]))
     pred_cnn.class_probabilities.fn  # noqa: B018  (compiles now: time the prediction only)
     t_pred = time.perf_counter()
     prob = pred_cnn.predictDense(test_raw[None], show_progress=show_progress, pad_raw=True)
@@ -366,10 +387,10 @@ def run_demo(settings=DEFAULT, out="elektronn-demo-output", show_progress=True):
     metrics.update(prediction_mvox_per_s=test_raw.size / 1e6 / t_pred, prediction_seconds=t_pred,
                    training_seconds=t_train, settings=asdict(settings), history=history)
     synthetic.write_h5(out / PREDICTION_FILE, PREDICTION_NAME, prob)
-    save_figure(out / FIGURE_FILE, test_raw, test_lab, prob[1])
+    save_figure(out / FIGURE_FILE, test_raw, test_lab, prob[1], metrics)
     metrics["total_seconds"] = time.perf_counter() - t0
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    say(_report(metrics, settings.size, out))
+    atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())
+    say("%s", _report(metrics, settings.size, out))
     return metrics
 
 
@@ -388,7 +409,8 @@ def _parser():
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny volumes and few steps: runs in seconds (for tests)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="show nothing (no progress bars, no messages)")
     return parser
 
 
@@ -419,7 +441,9 @@ def main(argv=None):
         settings = replace(settings, size=tuple(args.size) if len(args.size) == 3 else
                            (n, n, n // 4))
     try:
-        run_demo(settings, args.out, show_progress=not args.quiet)
+        with console_logging(logging.WARNING if args.quiet else logging.INFO,
+                             only="elektronn.demo"):
+            run_demo(settings, args.out, show_progress=not args.quiet)
     except ValueError as err:
         parser.error(str(err))
     return 0

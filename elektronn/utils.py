@@ -1,15 +1,19 @@
-"""Small helpers shared by the package: time formatting, a progress display, random sources.
+"""Small helpers shared by the package: time formatting, console logging, random sources.
 
-``pprinttime`` is the formatter of ELEKTRONN 1.0; :class:`Progress` is the one progress helper
-used wherever long loops report on the terminal (``show_progress=True``).
+``pprinttime`` is the formatter of ELEKTRONN 1.0. Long loops show their progress with
+``tqdm.auto`` (on stderr, a widget in notebooks) where they have ``show_progress=True``;
+everything else the package says goes through the ``"elektronn"`` logger, which the
+command-line entry points connect to the console with :func:`console_logging`.
 """
 
+import contextlib
+import logging
 import sys
-import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
-__all__ = ["pprinttime", "Progress", "as_rng"]
+__all__ = ["pprinttime", "console_logging", "as_rng"]
 
 
 def as_rng(rng):
@@ -47,81 +51,61 @@ def pprinttime(t):
     return f"t={t:.0f}s"
 
 
-class Progress:
-    """A one-line progress display: ``'\\r<label>: 42.00% in t=3s; estimate: t=7s'``.
+class _TqdmHandler(logging.StreamHandler):
+    """A stream handler that writes through ``tqdm.write``, so log lines and bars do not mix."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001  (logging's contract: report, never raise)
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def console_logging(level=logging.INFO, fmt="%(message)s", stream=None, only=None):
+    """Show the ``"elektronn"`` log on the console while the block runs (for entry points).
+
+    The messages go to ``stream`` (default ``sys.stderr``, where the progress bars are), in
+    order with the bars; the logger's level and handlers are restored afterwards, so importing
+    or calling the library never configures logging by itself.
 
     Parameters
     ----------
-    total : int
-        Number of steps of the whole job.
-    label : str
-        Text in front of the percentage.
+    level : int
+        Lowest level shown.
+    fmt : str
+        ``logging.Formatter`` format.
     stream : file-like, optional
-        Where to write (``sys.stderr`` when None).
-    enabled : bool
-        When False nothing is written (the object still counts steps and time).
-    min_interval : float
-        Seconds between two redraws (the last step is always drawn).
+        Where to write (default ``sys.stderr`` at entry).
+    only : str, optional
+        Show messages below WARNING only from this logger and its children (e.g.
+        ``"elektronn.demo"``: the demo's steps without the nets' construction log).
+
+    Yields
+    ------
+    logging.Handler
+        The handler, e.g. to add a file handler beside it with the same format.
 
     Examples
     --------
     >>> import io
     >>> out = io.StringIO()
-    >>> with Progress(2, "Work", stream=out) as bar:
-    ...     bar.update()
-    ...     bar.update()
-    >>> out.getvalue().endswith("100.00% in t=0s; estimate: t=0s - done\\n")
-    True
+    >>> with console_logging(stream=out):
+    ...     logging.getLogger("elektronn").info("hello")
+    >>> out.getvalue()
+    'hello\\n'
     """
-
-    def __init__(self, total, label="Progress", stream=None, enabled=True, min_interval=0.2):
-        self.total = max(int(total), 1)
-        self.label = label
-        self.stream = stream
-        self.enabled = enabled
-        self.min_interval = min_interval
-        self.done = 0
-        self.t0 = time.perf_counter()
-        self._last_draw = -float("inf")
-
-    @property
-    def elapsed(self):
-        """Seconds since the display was created."""
-        return time.perf_counter() - self.t0
-
-    def _out(self):
-        return sys.stderr if self.stream is None else self.stream
-
-    def write(self, text):
-        """Write ``text`` to the stream (when enabled) and flush it."""
-        if self.enabled:
-            out = self._out()
-            out.write(text)
-            out.flush()
-
-    def update(self, n=1):
-        """Count ``n`` finished steps and redraw the line (at most every ``min_interval`` s)."""
-        self.done = min(self.done + n, self.total)
-        now = time.perf_counter()
-        if self.done < self.total and now - self._last_draw < self.min_interval:
-            return
-        self._last_draw = now
-        elapsed = now - self.t0
-        fraction = self.done / self.total
-        estimate = elapsed / fraction if fraction > 0 else 0.0
-        self.write(f"\r{self.label}: {100 * fraction:.2f}% in {pprinttime(elapsed)}; "
-                   f"estimate: {pprinttime(estimate)}")
-
-    def close(self):
-        """End the line with ``' - done'``."""
-        self.write(" - done\n")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.write("\n")
-        return False
+    logger = logging.getLogger("elektronn")
+    handler = _TqdmHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
+    if only is not None:
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == only
+                          or r.name.startswith(only + "."))
+    old_level = logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -2,13 +2,16 @@
 
 import doctest
 import json
+import re
+import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
 import pytest
 
 from elektronn import demo
-from elektronn.demo import QUICK, PatchSampler, build_cnn, main, membrane_metrics
+from elektronn.demo import DEFAULT, QUICK, PatchSampler, build_cnn, main, membrane_metrics
 
 
 def test_doctests():
@@ -51,6 +54,43 @@ def test_patch_too_large_for_volume():
         PatchSampler(raw, raw.astype(np.int16), cnn, np.random.default_rng(0))
 
 
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["--help"])
+    assert err.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: elektronn-demo-output)" in text and f"{DEFAULT.iterations}" in text
+
+
+def test_first_time_left_is_honest(monkeypatch, capsys):
+    """The first step (which compiles) does not enter the rate: no 't=23m' for a 40 s run."""
+    class Net:
+        def __init__(self):
+            self.calls = 0
+
+        def setOptimizerParams(self, **kw):
+            pass
+
+        def trainingStep(self, *args, mode):
+            self.calls += 1
+            time.sleep(1.0 if self.calls == 1 else 0.01)  # a slow first step
+            return (0.5,)
+
+        def get_error(self, *args):
+            return 0.5, 0.1
+
+    class Sampler:
+        def batch(self, n):
+            return None, None
+
+    history = demo.train(Net(), Sampler(), replace(QUICK, iterations=30), show_progress=True)
+    assert len(history) == 10
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "30/30" in final and "loss=0.5000" in final and "error=10.00%" in final
+    assert float(re.search(r"([0-9.]+)it/s", final).group(1)) > 20  # not ~1 it/s
+
+
 @pytest.mark.parametrize("argv", [["--size", "1", "2"], ["--iterations", "0"],
                                   ["--quick", "--size", "8"]])
 def test_bad_arguments(argv, tmp_path, capsys):
@@ -64,8 +104,12 @@ def test_bad_arguments(argv, tmp_path, capsys):
 def test_quick_demo_writes_outputs_and_beats_the_baseline(tmp_path, capsys):
     out = tmp_path / "demo-out"
     assert main(["--quick", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.err  # progress bars and the log, in order, on stderr
     assert "pixel accuracy" in text and "MVox/s" in text and str(out) in text
+    assert "Training: 100%" in text and "Predicting: 100%" in text
+    assert text.index("Training: 100%") < text.index("pixel accuracy")
+    assert captured.out == ""
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] > metrics["baseline_accuracy"] + 0.03

@@ -740,7 +740,7 @@ class MixedConvNN:
             Integer images are scaled by 1/255.  Any array-like that supports slicing (an
             h5py dataset, a memmap) works and is read tile by tile.
         show_progress : bool
-            Show a progress line and the throughput on stderr.
+            Show a progress bar (tqdm: MVox/s, time left) on stderr.
         offset : sequence of int, optional
             Offset of the first output pixel (zxy for 3-D); default ``dimension_calc.offset``.
         as_uint8 : bool

@@ -29,8 +29,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from elektronn.utils import Progress
+from tqdm.auto import tqdm
 
 __all__ = [
     "predict_dense",
@@ -434,7 +433,8 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
         2-D net predicts a volume slice by slice.  Any array-like with ``shape``, ``dtype`` and
         basic slicing (``np.memmap``, an ``h5py`` dataset) is read tile by tile, never whole.
     show_progress : bool
-        Write a progress line and the throughput to stderr.
+        Show a progress bar (``tqdm.auto``: MVox/s and the time left) on stderr; the
+        tiling and the final speed are logged (logger ``"elektronn"``, level INFO).
     offset : sequence of int, optional
         Distance from the image border to the first predicted pixel: ``(x, y)`` for 2-D nets,
         ``(z, x, y)`` for 3-D nets; floored.  Default: ``cnn.dimension_calc.offset``.  At least
@@ -480,13 +480,13 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
     prob = np.zeros((geo.n_lab, *(a.tile_out for a in geo.axes)), np.float32)
     tile_in = tuple(a.tile_in for a in geo.axes)
 
-    header = (f"Predicting img {tuple(raw.shape)} in {int(np.prod(n_tiles))} Blocks: "
-              f"{n_tiles} ({n_passes} forward pass{'es' if n_passes > 1 else ''} per block)")
-    logger.info(header)
-    bar = Progress(int(np.prod(n_tiles)), "Progress", enabled=show_progress)
-    bar.write(header + "\n")
+    voxels = int(np.prod(n_pred))
+    logger.info("Predicting img %s in %d Blocks: %s (%d forward pass%s per block)",
+                tuple(raw.shape), int(np.prod(n_tiles)), n_tiles, n_passes,
+                "es" if n_passes > 1 else "")
     t0 = time.perf_counter()
-    with bar:
+    with tqdm(total=voxels, desc="Predicting", unit="Vox", unit_scale=True,
+              disable=not show_progress) as bar:
         for start in itertools.product(*starts):
             idxs = [source_indices(s + b, a.tile_in, p, n)
                     for s, b, a, p, n in zip(start, base, geo.axes, pad, size, strict=True)]
@@ -497,11 +497,8 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
                 block = (block * 255).astype(np.uint8)  # truncates, as ELEKTRONN 1.0
             predictions[(slice(None), *(slice(s, s + k) for s, k in zip(start, n, strict=True)))] \
                 = block
-            bar.update()
+            bar.update(int(np.prod(n)))
     seconds = time.perf_counter() - t0
-    voxels = int(np.prod(n_pred))
-    speed = f"Inference speed: {voxels / 1e6 / max(seconds, 1e-9):.3f} MVox/s " \
-            f"({voxels} voxels in {seconds:.2f} s)"
-    logger.info(speed)
-    bar.write(speed + "\n")
+    logger.info("Inference speed: %.3f MVox/s (%d voxels in %.2f s)",
+                voxels / 1e6 / max(seconds, 1e-9), voxels, seconds)
     return predictions if has_z else predictions[..., 0]

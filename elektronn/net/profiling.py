@@ -10,10 +10,12 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import time
 import tracemalloc
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from elektronn import backend
 from elektronn.net.convnet import MixedConvNN
@@ -165,7 +167,8 @@ def profile_input_sizes(filters, poolings, n_ch=1, n_lab=2, MFP=False, activatio
     seed : int, optional
         Seed of the weights and of the random input.
     verbose : bool, optional
-        Print a table row per size as it is measured.
+        Print a table row per size to stdout as it is measured, with a progress bar over the
+        sizes on stderr.
 
     Returns
     -------
@@ -218,19 +221,17 @@ def profile_input_sizes(filters, poolings, n_ch=1, n_lab=2, MFP=False, activatio
     rng = np.random.default_rng(seed)
     results = []
     if verbose:
-        print(format_table([]), flush=True)
-    for size in sizes:
+        tqdm.write(format_table([]), file=sys.stdout)
+    for size in tqdm(sizes, desc="Profiling", unit="size", disable=not verbose, leave=False):
         try:
             row = _profile_one(size, filters, poolings, mfp, nof, n_ch, n_lab,
                                activation_func, max(int(repeats), 1), seed, rng)
         except MemoryError:
             logger.warning("out of memory at input size %s: larger sizes skipped", size)
-            if verbose:
-                print(f"out of memory at input size {size}: larger sizes skipped")
             break
         results.append(row)
         if verbose:
-            print(format_table([row], header=False), flush=True)
+            tqdm.write(format_table([row], header=False), file=sys.stdout)
     return results
 
 
