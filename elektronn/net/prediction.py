@@ -502,3 +502,11 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
     logger.info("Inference speed: %.3f MVox/s (%d voxels in %.2f s)",
                 voxels / 1e6 / max(seconds, 1e-9), voxels, seconds)
     return predictions if has_z else predictions[..., 0]
+
+
+def __getattr__(name):
+    """``predict_volume`` lives in :mod:`elektronn.net.volume` (imported on first use)."""
+    if name == "predict_volume":
+        from elektronn.net.volume import predict_volume
+        return predict_volume
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
