@@ -14,6 +14,13 @@ from elektronn.ops import _kernels
 pytest_plugins = ["tests.ci_skips"]
 
 
+@pytest.fixture(autouse=True)
+def _no_mnist_download(monkeypatch):
+    """No test downloads MNIST from the internet: the download URL is a closed local port
+    (tests of the download serve files on 127.0.0.1 themselves)."""
+    monkeypatch.setenv("ELEKTRONN_MNIST_URL", "http://127.0.0.1:9/no-network-in-tests/")
+
+
 @pytest.fixture
 def rng(request):
     """A generator per test, seeded from the test's id: fresh data per test, reproducible."""

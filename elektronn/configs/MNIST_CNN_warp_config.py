@@ -5,8 +5,9 @@
 #
 # This file is executed as Python: every top-level name is an option (names starting with
 # "_" and imported modules are ignored). Sizes are given in (x, y) order.
-# MNIST (mnist.pkl.gz) is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST,
-# else the user data folder; when it is missing the message says where to put it.
+# MNIST is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST, else the user
+# data folder (~/.ELEKTRONN), where it is downloaded on first use; without network the message
+# says where to put the files.
 #
 # With warping, the validation error is good after 10-15 minutes. When it stops improving,
 # turn warping off in the training console (data.warp_on = False), lower the learning rate

@@ -5,8 +5,9 @@
 #
 # This file is executed as Python: every top-level name is an option (names starting with
 # "_" and imported modules are ignored).
-# MNIST (mnist.pkl.gz) is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST,
-# else the user data folder; when it is missing the message says where to put it.
+# MNIST is found by MNISTData: data_load_kwargs path, else $ELEKTRONN_MNIST, else the user
+# data folder (~/.ELEKTRONN), where it is downloaded on first use; without network the message
+# says where to put the files.
 
 ### Toolkit setup ###
 save_path = "~/CNN_Training/2D/"

@@ -19,19 +19,25 @@ MNIST
 :func:`load_mnist` reads MNIST from ``mnist.pkl.gz`` (the pickle of deeplearning.net that
 ELEKTRONN 1.0 downloaded from ``http://www.elektronn.org/downloads/mnist.pkl.gz``; it is read
 with a restricted unpickler that only builds numpy arrays, so a file cannot run code) or from
-the four IDX files of the MNIST web page. Nothing is downloaded; see :func:`find_mnist` for
-where the files are looked for.
+the four IDX files of the MNIST web page; see :func:`find_mnist` for where the files are looked
+for. ``MNISTData(path=None)`` (and :func:`load_mnist`) download the IDX files into
+:func:`default_mnist_dir` on first use (:func:`download_mnist`: progress bar, MD5 checksums,
+atomic writes), unless ``$ELEKTRONN_MNIST`` names the data.
 """
 
 import gzip
+import hashlib
 import logging
 import os
 import re
 import struct
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from elektronn.atomicio import atomic_path
 from elektronn.net.paramfile import read_pickles
 
 __all__ = [
@@ -40,11 +46,16 @@ __all__ = [
     "MNISTData",
     "load_mnist",
     "find_mnist",
+    "download_mnist",
+    "mnist_download_url",
     "default_mnist_dir",
     "sort_human",
     "MNIST_ENV_VAR",
     "MNIST_PICKLE_NAMES",
     "MNIST_IDX_NAMES",
+    "MNIST_URL_ENV_VAR",
+    "MNIST_DOWNLOAD_URL",
+    "MNIST_DOWNLOAD_FILES",
 ]
 
 logger = logging.getLogger("elektronn")
@@ -60,7 +71,22 @@ MNIST_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 """The four IDX files (each also accepted with ``.gz``): training images and labels, test
 images and labels."""
 
-_MNIST_URL = "http://www.elektronn.org/downloads/mnist.pkl.gz"
+_MNIST_URL = "http://www.elektronn.org/downloads/mnist.pkl.gz"  # ELEKTRONN 1.0's (gone)
+
+MNIST_DOWNLOAD_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+"""Where :func:`download_mnist` gets the files from (a folder URL; the mirror of the MNIST IDX
+files that torchvision uses). ``$ELEKTRONN_MNIST_URL`` overrides it."""
+
+MNIST_URL_ENV_VAR = "ELEKTRONN_MNIST_URL"
+"""Environment variable with another folder URL to download the MNIST files from."""
+
+MNIST_DOWNLOAD_FILES = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+"""The files :func:`download_mnist` fetches and their MD5 checksums (the published ones)."""
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -373,6 +399,82 @@ def find_mnist(path=None):
     return "idx", found
 
 
+def mnist_download_url():
+    """The folder URL the MNIST files are downloaded from (ends with ``/``).
+
+    ``$ELEKTRONN_MNIST_URL`` if set, else :data:`MNIST_DOWNLOAD_URL`.
+    """
+    url = os.environ.get(MNIST_URL_ENV_VAR) or MNIST_DOWNLOAD_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def _fetch(url, target, md5, show_progress):
+    """Download ``url`` to ``target`` (atomic), checking its MD5 checksum on the way."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (http(s) only)
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with atomic_path(target) as tmp, open(tmp, "wb") as f, \
+                tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
+                     disable=not show_progress, leave=False) as bar:
+            while chunk := response.read(1 << 16):
+                digest.update(chunk)
+                f.write(chunk)
+                bar.update(len(chunk))
+            if digest.hexdigest() != md5:
+                raise ValueError(f"the download of {url} is corrupt: its MD5 checksum is "
+                                 f"{digest.hexdigest()}, expected {md5}; it was not kept, "
+                                 "try again (or put the file in place yourself)")
+
+
+def download_mnist(folder=None, show_progress=True):
+    """Download the MNIST files that are missing in ``folder``.
+
+    Each file of :data:`MNIST_DOWNLOAD_FILES` is fetched from :func:`mnist_download_url`,
+    checked against its MD5 checksum and only then renamed into place, so a broken or
+    interrupted download never leaves a file behind.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike, optional
+        Default :func:`default_mnist_dir` (created if needed).
+    show_progress : bool
+        Show a progress bar per file.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file cannot be downloaded (no network, ...); the message says where to put the
+        files by hand.
+    ValueError
+        If a downloaded file does not match its checksum.
+    """
+    folder = Path(default_mnist_dir() if folder is None else folder).expanduser()
+    base = mnist_download_url()
+    for name, md5 in MNIST_DOWNLOAD_FILES.items():
+        target = folder / name
+        if target.is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        url = base + name
+        logger.info("Downloading %s to %s", url, target)
+        try:
+            _fetch(url, target, md5, show_progress)
+        except (urllib.error.URLError, OSError) as e:
+            reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) \
+                else getattr(e, "reason", None) or e
+            raise _not_found(folder, f"it could not be downloaded from {url} ({reason}); "
+                                     f"without network, put the files into {folder} yourself"
+                             ) from e
+    return folder
+
+
 def _open(path):
     """Open a file for reading bytes, decompressing it if it is gzipped."""
     with open(path, "rb") as f:
@@ -447,7 +549,7 @@ def _load_idx(files, valid_size):
             split(test_x, test_y))
 
 
-def load_mnist(path=None, valid_size=10000):
+def load_mnist(path=None, valid_size=10000, download=True):
     """Read MNIST as ``((train_x, train_y), (valid_x, valid_y), (test_x, test_y))``.
 
     Parameters
@@ -458,6 +560,9 @@ def load_mnist(path=None, valid_size=10000):
     valid_size : int
         IDX files only: the last ``valid_size`` training images form the validation set (the
         pickle's split: 50000 training, 10000 validation images).
+    download : bool
+        Without ``path`` and ``$ELEKTRONN_MNIST``: download the files into
+        :func:`default_mnist_dir` if they are not there (:func:`download_mnist`).
 
     Returns
     -------
@@ -468,11 +573,18 @@ def load_mnist(path=None, valid_size=10000):
     Raises
     ------
     FileNotFoundError
-        If no MNIST files are found (the message says which files to put where).
+        If no MNIST files are found or downloaded (the message says which files to put
+        where).
     ValueError
         If a file is not valid MNIST data, or the pickle refers to anything but numpy arrays,
-        numbers, strings and tuples (it is refused before anything is executed).
+        numbers, strings and tuples (it is refused before anything is executed), or a download
+        is corrupt.
     """
+    if download and path is None and not os.environ.get(MNIST_ENV_VAR):
+        try:
+            find_mnist()
+        except FileNotFoundError:
+            download_mnist()
     kind, files = find_mnist(path)
     logger.info("Loading MNIST from %s", ", ".join(map(str, files)))
     return _load_pickle(files[0]) if kind == "pickle" else _load_idx(files, valid_size)
@@ -488,8 +600,9 @@ class MNISTData(Data):
     ----------
     path : str or os.PathLike, optional
         ``mnist.pkl.gz``, or a directory with it or the four IDX files; default:
-        ``$ELEKTRONN_MNIST``, else ``~/.ELEKTRONN`` (see :func:`find_mnist`). Nothing is
-        downloaded: a missing file raises :class:`FileNotFoundError` telling where to put it.
+        ``$ELEKTRONN_MNIST``, else ``~/.ELEKTRONN`` (see :func:`find_mnist`), where the IDX
+        files are downloaded on first use (:func:`download_mnist`). Without network a
+        :class:`FileNotFoundError` tells where to put the files.
     convert2image : bool
         Batches are ``(bs, 1, x, y)``; False: flat ``(bs, x * y)`` batches (and
         ``example_shape`` is the int ``x * y``). The arrays ``train_d`` ... are images
