@@ -45,8 +45,9 @@ def test_create_2d_conv_net():
     assert cnn.getDropoutRates() == pytest.approx([0.3, 0.2])  # the output layer has none
     assert not hasattr(cnn.layers[-1], "activation_noise")
     assert cnn.dimension_calc is calc and cnn.batch_size == 2 and cnn.n_lab == 3
-    if hasattr(cnn, "setOptimizerParams"):  # the config's default SGD_params were applied
-        assert float(cnn.SGD_LR.get_value()) == pytest.approx(0.001)
+    # the config's default SGD_params of ELEKTRONN 1.0 were applied (LR 0.001, momentum 0.9)
+    assert float(cnn.SGD_LR.get_value()) == pytest.approx(0.001)
+    assert float(cnn.SGD_momentum.get_value()) == pytest.approx(0.9)
     x = np.zeros((2, 1) + tuple(calc.input), np.float32)
     assert cnn.class_probabilities(x).shape == (2, 3) + tuple(cnn.output_shape[2:])
 
@@ -94,17 +95,16 @@ def test_missing_options_use_the_defaults():
     assert w_shapes(cnn) == [(2, 1, 3, 3), (2, 2, 1, 1)]
 
 
-def test_optimizer_params_and_param_file(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(MixedConvNN, "setOptimizerParams",
-                        lambda self, **kw: calls.append(kw), raising=False)
+def test_optimizer_params_and_param_file(tmp_path):
     calc = CNNCalculator([3, 1], [2, 1], desired_input=10, n_dim=2)
     cfg = conv2d_config(filters=[3], pool=[2], nof_filters=[2], dropout_rates=[],
-                        SGD_params={"LR": 0.1, "momentum": 0.5}, weight_decay=1e-3)
+                        SGD_params={"LR": 0.1, "momentum": 0.5}, weight_decay=1e-3,
+                        Adam_params={"LR": 0.02})
     first = createNet(cfg, calc.input, 1, 2, calc, seed=1)
-    assert calls[0]["SGD"] == {"LR": 0.1, "momentum": 0.5}
-    assert calls[0]["Adam"] == CONFIG_DEFAULTS["Adam_params"]
-    assert calls[0]["weight_decay"] == 1e-3
+    assert float(first.SGD_LR.get_value()) == pytest.approx(0.1)
+    assert float(first.SGD_momentum.get_value()) == pytest.approx(0.5)
+    assert float(first.global_weightdecay.get_value()) == pytest.approx(1e-3)
+    assert first._Adam_params == {"LR": 0.02, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
     path = tmp_path / "net.param"
     first.saveParameters(str(path))
     cfg.param_file = str(path)
@@ -174,6 +174,60 @@ def test_from_params_mfp_and_poolings_argument(tmp_path):
     assert cnn.output_strides == [1, 1, 1]
     assert tuple(cnn.patch_size) == (7, 22, 22)
     assert cnn.dimension_calc.input == [7, 22, 22]
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d-mfp"])
+def test_from_params_rebuilds_a_written_net(tmp_path, kind):
+    """A net made by createNet, saved, rebuilt from the file alone: same layers, same outputs."""
+    rng = np.random.default_rng(3)
+    if kind == "2d":
+        calc = CNNCalculator([3, 3, 1], [2, 1, 1], desired_input=16, n_dim=2)
+        cfg = conv2d_config(activation_func="tanh", dropout_rates=[], batch_size=1)
+        source = createNet(cfg, calc.input, 2, 3, calc, seed=4)
+        x = rng.standard_normal((1, 2, *calc.input)).astype(np.float32)
+        rebuilt_kw = dict(activation_func="tanh", batch_size=1)
+    else:
+        calc = CNNCalculator([(1, 3, 3), (2, 2, 2), 1], [(1, 2, 2), 1, 1],
+                             desired_input=[4, 14, 14], n_dim=3, MFP=[True, False, False])
+        cfg = conv2d_config(filters=[(1, 3, 3), (2, 2, 2)], pool=[(1, 2, 2), 1],
+                            nof_filters=[3, 4], activation_func="tanh", dropout_rates=[],
+                            MFP=[True, False], batch_size=1)
+        source = createNet(cfg, calc.input, 1, 2, calc, seed=5)
+        x = rng.standard_normal((1, calc.input[0], 1, *calc.input[1:])).astype(np.float32)
+        rebuilt_kw = dict(activation_func="tanh", MFP=[1, 0, 0])
+    path = tmp_path / "written.param"
+    source.saveParameters(str(path))
+    rebuilt = createNetfromParams(path, tuple(calc.input), only_prediction=True, **rebuilt_kw)
+    assert w_shapes(rebuilt) == w_shapes(source)
+    assert rebuilt.poolings == source.poolings
+    assert tuple(rebuilt.patch_size) == tuple(calc.input)
+    assert rebuilt.dimension_calc.offset == source.dimension_calc.offset
+    for a, b in zip(rebuilt.params, source.params, strict=True):
+        np.testing.assert_array_equal(a.get_value(), b.get_value())
+    np.testing.assert_array_equal(rebuilt.class_probabilities(x), source.class_probabilities(x))
+
+
+def test_save_parameters_of_some_layers(tmp_path):
+    """``layers=``: only those layers' shapes and arrays, then the net's poolings (as 1.0)."""
+    calc = CNNCalculator([3, 3, 1], [2, 1, 1], desired_input=16, n_dim=2)
+    cnn = createNet(conv2d_config(), calc.input, 1, 3, calc, seed=1)
+    path = tmp_path / "first_two.param"
+    cnn.saveParameters(str(path), layers=cnn.layers[:2])
+    objects = paramfile.read_param_file(path)
+    assert [tuple(s) for s in objects[0]] == w_shapes(cnn)[:2]
+    expected = [cnn.layers[0].W, cnn.layers[0].b, cnn.layers[1].W, cnn.layers[1].b]
+    assert len(objects) == 1 + len(expected) + 1
+    for saved, var in zip(objects[1:-1], expected, strict=True):
+        np.testing.assert_array_equal(saved, var.get_value())
+    assert [tuple(p) for p in objects[-1]] == [(2, 2), (1, 1), (1, 1)]
+    # the file pre-trains the first two layers of a fresh net of the same architecture
+    fresh = createNet(conv2d_config(), calc.input, 1, 3, calc, seed=2)
+    last_before = fresh.layers[2].W.get_value()
+    fresh.loadParameters(str(path))
+    for lay in (0, 1):
+        np.testing.assert_array_equal(fresh.layers[lay].W.get_value(),
+                                      cnn.layers[lay].W.get_value())
+    np.testing.assert_array_equal(fresh.layers[2].W.get_value(), last_before)
 
 
 def write(tmp_path, objects, name="f.param"):

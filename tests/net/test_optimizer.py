@@ -523,9 +523,25 @@ def test_adam_after_reset_steps_like_a_fresh_optimiser(rng):
         np.testing.assert_array_equal(a, b)
 
 
-def test_lbfgs_reset_is_harmless(rng):
+def test_lbfgs_reset_keeps_params_and_next_run(rng):
+    """L-BFGS keeps no state between calls: after ``reset`` the parameters are untouched and
+    the next run goes exactly where a fresh optimiser from the same point goes."""
+    X, Y, _ = lsq_data(rng)
     model = lsq_model()
-    compileLBFGS({}, model).reset()
+    opt = compileLBFGS({"maxiter": 3, "maxfun": 6}, model)
+    opt(X, Y)
+    before = values(model)
+    opt.reset()
+    for b, a in zip(before, values(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    opt(X, Y)
+    fresh = lsq_model()
+    for p, v in zip(fresh.params, before, strict=True):
+        p.set_value(v)
+    compileLBFGS({"maxiter": 3, "maxfun": 6}, fresh)(X, Y)
+    for a, b in zip(values(model), values(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(values(model)[0], before[0])  # the runs moved the parameters
 
 
 # --- non-finite losses ------------------------------------------------------------------------
