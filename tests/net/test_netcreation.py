@@ -10,11 +10,11 @@ import pytest
 from elektronn.net import netcreation, paramfile
 from elektronn.net.convlayer2d import ConvLayer2d
 from elektronn.net.convlayer3d import ConvLayer3d
-from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netcreation import CONFIG_DEFAULTS, createNet, createNetfromParams
 from elektronn.net.netutils import CNNCalculator
 from elektronn.net.perceptronlayer import PerceptronLayer
 from tests.net.golden import golden_file
+
 
 def golden(name):
     return golden_file(name)

@@ -54,8 +54,8 @@ def test_thread_counts_give_identical_results(width, tmp_path):
     for threads in (1, 2):
         out = tmp_path / f"threads{threads}.npz"
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        subprocess.run([sys.executable, "-c", SCRIPT, str(out), json.dumps(target)], env=env, check=True,
-                       timeout=600)
+        subprocess.run([sys.executable, "-c", SCRIPT, str(out), json.dumps(target)], env=env,
+                       check=True, timeout=600)
         results.append(dict(np.load(out)))
     one, two = results
     assert sorted(one) == sorted(two)

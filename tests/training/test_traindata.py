@@ -4,13 +4,11 @@ import gzip
 import os
 import pickle
 import struct
-import sys
-import types
 
 import numpy as np
 import pytest
 
-from elektronn.training import traindata
+from elektronn.training import traindata, warping
 from elektronn.training.traindata import BalancedData, Data, MNISTData, find_mnist, load_mnist
 
 SIZES = {"train": 12, "valid": 4, "test": 5}
@@ -286,32 +284,50 @@ def test_shift_crops_are_in_random_order(pkl):
 
 
 def test_warping_only_training_batches(pkl, monkeypatch):
+    """The real warping, with the transform drawn from the data's seeded generator."""
     calls = []
+    real = warping.warp3dFast
 
-    def warp3dFast(img, patch_size, rot=0, shear=0, scale=(1, 1, 1), stretch=(0, 0, 0, 0),
-                   twist=0):
-        calls.append((patch_size, rot, shear, scale, stretch, twist))
-        return img + 100
+    def spy(img, patch_size, **params):
+        calls.append((img.copy(), patch_size, params))
+        return real(img, patch_size, **params)
 
-    monkeypatch.setitem(sys.modules, "elektronn.training.warping",
-                        types.SimpleNamespace(warp3dFast=warp3dFast))
+    monkeypatch.setattr(warping, "warp3dFast", spy)
     data = MNISTData(pkl[0], convert2image=False, warp_on=True, shift_augment=False,
-                     center=False)
-    assert data.getbatch(6)[0].min() >= 100 and len(calls) == 1
-    (patch_size, rot, shear, scale, stretch, twist), = calls
-    assert patch_size == (6, 28, 28) and rot == 0 and abs(shear) <= 7 and abs(twist) <= 5
-    assert scale[2] == 1 and all(1 <= s <= 1.15 for s in scale[:2])
-    assert len(stretch) == 4 and np.all(np.abs(stretch) <= 0.25)
+                     center=False, seed=7)
+    plain = MNISTData(pkl[0], convert2image=False, warp_on=False, shift_augment=False,
+                      center=False, seed=7)
+    warped, labels = data.getbatch(6)
+    raw, raw_labels = plain.getbatch(6)
+    assert len(calls) == 1
+    (img, patch_size, params), = calls
+    # the batch the seed picks, as images, is what gets warped (the batch axis as z)
+    np.testing.assert_array_equal(img.reshape(6, -1), raw)
+    np.testing.assert_array_equal(labels, raw_labels)
+    assert patch_size == (6, 28, 28) and params["rot"] == 0
+    assert abs(params["shear"]) <= 7 and abs(params["twist"]) <= 5
+    assert params["scale"][2] == 1 and all(1 <= s <= 1.15 for s in params["scale"][:2])
+    assert len(params["stretch"]) == 4 and np.all(np.abs(params["stretch"]) <= 0.25)
+    np.testing.assert_array_equal(warped, real(img, patch_size, **params).reshape(6, -1))
+    assert not np.array_equal(warped, raw)  # a real transform, not the identity
     for source in ("valid", "test"):  # the original warped validation batches (T4)
-        assert data.getbatch(4, source)[0].max() <= 1
+        np.testing.assert_array_equal(data.getbatch(4, source)[0],
+                                      plain.getbatch(4, source)[0])
     assert len(calls) == 1
 
 
 def test_real_warping(pkl):
-    pytest.importorskip("elektronn.training.warping")
-    data = MNISTData(pkl[0], warp_on=True, shift_augment=True, seed=0)
-    d, lab = data.getbatch(6)
+    """Nearest-neighbour warping of training crops: source values or 0, reproducible."""
+    batches = []
+    for warp_on in (True, True, False):
+        data = MNISTData(pkl[0], warp_on=warp_on, shift_augment=True, seed=0)
+        batches.append(data.getbatch(6))
+    (d, lab), (again, _), (raw, raw_lab) = batches
     assert d.shape == (6, 1, 26, 26) and lab.shape == (6,)
+    np.testing.assert_array_equal(d, again)
+    np.testing.assert_array_equal(lab, raw_lab)
+    assert not np.array_equal(d, raw)
+    assert set(np.unique(d)) <= set(np.unique(raw)) | {0.0}
 
 
 # --- Data: batches and random numbers -----------------------------------------------------------
