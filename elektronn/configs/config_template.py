@@ -30,6 +30,8 @@ save_path += save_name + '/'  # the run's folder
 overwrite = True
 # parameter file to initialise the net from
 param_file = None
+# seed of the net, the batches and the batch workers (None: fresh entropy)
+seed = None
 
 ### Network architecture ###
 # one for all layers or one per layer

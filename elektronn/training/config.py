@@ -117,6 +117,8 @@ _OPTIONS = (
         ("save_name", "Test", ("str",), "name of the model (and of its folder)"),
         ("overwrite", True, ("bool", "int"), "delete an existing save_path folder"),
         ("param_file", None, ("path", "None"), "parameter file to initialise the net from"),
+        ("seed", None, ("int", "None"),
+         "seed of the net, the batches and the batch workers (None: fresh entropy)"),
     )),
     ("Network architecture", (
         ("activation_func", "relu", ("str", "list"), "one for all layers or one per layer"),

@@ -127,7 +127,8 @@ class Trainer:
             self.data = CNNData(c.patch_size, c.dimensions.pred_stride, c.dimensions.offset,
                                 c.n_dim, c.n_lab, c.anisotropic_data, c.mode, c.zchxy_order,
                                 c.border_mode, c.pre_process, c.upright_x,
-                                float_label=(c.target == "regression"), affinity=affinity)
+                                float_label=(c.target == "regression"), affinity=affinity,
+                                seed=c.seed)
             self.data.addDataFromFile(c.data_path, c.label_path, c.d_files, c.l_files,
                                       c.cube_prios, c.valid_cubes, c.downsample_xy)
             if c.preview_data_path is not None:
@@ -162,10 +163,12 @@ class Trainer:
             assert len(c.class_weights) == self.data.n_lab, \
                 f"class_weights needs {self.data.n_lab} entries, got {len(c.class_weights)}"
         if c.mode != "vect-scalar":
-            self.cnn = createNet(c, c.patch_size, self.data.n_ch, self.data.n_lab, c.dimensions)
+            self.cnn = createNet(c, c.patch_size, self.data.n_ch, self.data.n_lab, c.dimensions,
+                                 seed=c.seed)
         else:
             n_ch = getattr(self.data, "n_taps", None) if c.rnn_layer_kwargs else None
-            self.cnn = createNet(c, self.data.example_shape, n_ch, self.data.n_lab, None)
+            self.cnn = createNet(c, self.data.example_shape, n_ch, self.data.n_lab, None,
+                                 seed=c.seed)
         self.CG_timeline = self.cnn.CG_timeline
         return self.cnn
 
@@ -558,7 +561,7 @@ class Trainer:
     def _start_workers(self):
         c = self.config
         return BackgroundProc(self.data.getbatch, n_proc=max(2, int(c.background_processes)),
-                              target_kwargs=self.get_batch_kwargs)
+                              target_kwargs=self.get_batch_kwargs, seed=self.config.seed)
 
     def _monitor(self, i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema):
         """Monitoring step: losses, errors, history, ``-LAST.param``, plots, status line."""

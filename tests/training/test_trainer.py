@@ -6,10 +6,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
 import pytest
 
 from elektronn.data.synthetic import read_h5, write_cubes
+from elektronn.net import losses
 from elektronn.scripts.train import build_parser, main
+from elektronn.training import trainer as trainer_module
 from elektronn.training import trainutils
 from elektronn.training.config import EXAMPLE_CONFIG_DIR, Config, DefaultConfig
 from elektronn.training.parallelisation import BackgroundProc
@@ -36,6 +40,7 @@ initial_prev_h = 0.0
 prev_save_h = 0.0005
 param_save_h = 0.0005
 SGD_params = dict(LR=0.01, momentum=0.9)
+seed = 0
 """
 
 
@@ -66,8 +71,21 @@ def make_trainer(tmp_path, data_dir, **overrides):
     return trainer
 
 
+class FakeClock:
+    """The trainer's wall clock, advancing by ``tick`` seconds per reading: time-dependent
+    saves happen at the same steps on every machine."""
+
+    def __init__(self, tick=0.01):
+        self.now, self.tick = 1e9, tick
+
+    def time(self):
+        self.now += self.tick
+        return self.now
+
+
 @pytest.mark.slow
-def test_cli_trains_writes_files_predicts_and_resumes(tmp_path, data_dir):
+def test_cli_trains_writes_files_predicts_and_resumes(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(trainer_module, "time", FakeClock())
     save = tmp_path / "save"
     cfg = write_config(tmp_path, data_dir, save)
     assert main([str(cfg), "--gpu", "auto"]) == 0
@@ -144,10 +162,7 @@ def test_keyboard_interrupt_saves_and_stops(tmp_path, data_dir, monkeypatch):
     trainer.cnn.loadParameters(str(save / f"{NAME}-LAST.param"), strict=True)
     for v, p in zip(values, trainer.cnn.params, strict=True):
         np.testing.assert_array_equal(v, p.get_value())
-    deadline = time.time() + 5
-    while mp.active_children() and time.time() < deadline:
-        time.sleep(0.1)
-    assert not mp.active_children()  # the batch workers were shut down
+    assert not mp.active_children()  # the batch workers were shut down and joined
 
 
 def test_divergence_stops_without_overwriting_last(tmp_path, data_dir, monkeypatch):
@@ -202,10 +217,21 @@ def test_aux_order_lazy_labels_example_weights_class_weights(tmp_path, data_dir)
     assert args[2] is batch[2] and args[3] is batch[3] and args[5] is batch[4]
     np.testing.assert_array_equal(args[4], [1.0, 3.0])
     assert args[6] == np.float32(0.7)
+    # the loss is losses.nll of the net's probabilities with each array in its named slot
+    P, y = pt.tensor5("P"), pt.itensor4("y")
+    labeled, absent, ew = pt.matrix("labeled"), pt.matrix("absent"), pt.tensor4("ew")
+    expected = pytensor.function([P, y, labeled, absent, ew], losses.nll(
+        P, y, class_weights=np.float32([1.0, 3.0]), example_weights=ew,
+        mask_class_labeled=labeled, mask_class_not_present=absent,
+        label_prop_thresh=np.float32(0.7), **cnn.layers[-1]._nll_options)[0])
+    probs = cnn.class_probabilities(batch[0])
+    want = expected(probs, batch[1].astype(np.int32), batch[2].astype(np.float32),
+                    batch[3].astype(np.float32), batch[4].astype(np.float32))
+    assert float(cnn.get_loss(*args)[0]) == pytest.approx(float(want), rel=1e-5)
     nll, _, _ = cnn.trainingStep(*args, mode="SGD")
-    assert np.isfinite(nll)
-    nll, err = trainer.testModel("valid")
-    assert np.isfinite(nll) and 0 <= err <= 1
+    assert float(nll) == pytest.approx(float(want), rel=1e-5)  # the loss before the update
+    valid_nll, err = trainer.testModel("valid")
+    assert np.isfinite(valid_nll) and 0 <= err <= 1
 
 
 def test_reset_and_lr_schedule(tmp_path, data_dir):
@@ -272,8 +298,12 @@ def test_shutdown_is_quick_with_full_queues():
     """Workers blocked on full queues with large batches stop without waiting out the timeout."""
     bg = BackgroundProc(_big_batch, n_proc=2)
     assert bg.get().shape == (4, 1, 64, 128, 128)
-    time.sleep(1.0)  # let the workers fill their queues and block in put()
-    t0 = time.perf_counter()
-    bg.shutdown(timeout=20.0)
-    assert time.perf_counter() - t0 < 10.0
+    deadline = time.monotonic() + 120  # only a bound for a broken worker
+    while not all(q.full() for q in bg._queues):  # the workers block in put()
+        assert time.monotonic() < deadline, "the workers never filled their queues"
+        time.sleep(0.01)
+    procs = list(bg._procs)
+    bg.shutdown(timeout=600.0)
     assert bg._procs == []
+    # each worker left its loop and exited by itself (0), none was terminated (-15)
+    assert [p.exitcode for p in procs] == [0, 0]
