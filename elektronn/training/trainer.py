@@ -427,6 +427,42 @@ class Trainer:
         self.saved_raw_preview = True
         return written
 
+    def malisPreviewSlice(self, batch, name="A"):
+        """Log the MALIS statistics of a batch and pickle slices for inspection.
+
+        Writes ``MALIS-<name>.pkl`` (:func:`~elektronn.training.trainutils.pickleSave`) into
+        the training folder: ``[pred, aff_gt, pos, log(neg + 1), seg_gt, data]`` of the first
+        example, the affinity maps as ``(z, x, y, 3)`` (the three edge directions last), the
+        segmentation and the raw data as ``(z, x, y)``. Called at every monitoring step when
+        the target is ``'malis'``.
+
+        Parameters
+        ----------
+        batch : sequence
+            ``(images, affinities, segmentation, ...)`` as for the loss.
+        name : str or int
+            Part of the file name (the step at monitoring time).
+
+        Returns
+        -------
+        dict
+            The statistics: ``nll``, ``n_pos``, ``n_neg``, ``n_tot``, ``false_splits``,
+            ``false_merges``, ``rand_index``.
+        """
+        data, aff_gt, seg_gt = (np.asarray(b) for b in batch[:3])
+        pred = np.asarray(self.cnn.class_probabilities(data))[0]  # (3 * n_lab, z, x, y)
+        out = self.cnn.malis_stats(data, aff_gt, seg_gt)
+        keys = ("nll", "n_pos", "n_neg", "n_tot", "false_splits", "false_merges", "rand_index")
+        stats = {k: float(v) for k, v in zip(keys, out[:7], strict=True)}
+        pos, neg = np.asarray(out[7]), np.asarray(out[8])
+        logger.info("MALIS %s: %s", name, ", ".join(f"{k}={v:.6g}" for k, v in stats.items()))
+        n_cls = pred.shape[0] // 3
+        slices = [np.transpose(pred[1::n_cls], (1, 2, 3, 0)), np.transpose(aff_gt[0], (1, 2, 3, 0)),
+                  np.transpose(pos, (1, 2, 3, 0)), np.log(np.transpose(neg, (1, 2, 3, 0)) + 1),
+                  seg_gt[0], data[0, :, 0]]
+        trainutils.pickleSave(slices, self._path(f"MALIS-{name}.pkl"))
+        return stats
+
     def debugGetCNNBatch(self):
         """Plot one training example and its label (img-img), as ``debugGetCNNBatch.png``.
 
@@ -575,6 +611,11 @@ class Trainer:
         self.errors.append([i, t_passed, train_err, valid_err])
         self.history.append([i, t_passed, self._nll_ema, float(nll), train_nll, valid_nll,
                              nll_gain, lr])
+        if c.target == "malis":
+            try:
+                self.malisPreviewSlice(args, name=i)
+            except Exception as e:  # a preview must never stop the training
+                logger.warning("MALIS preview failed: %s: %s", type(e).__name__, e)
         self.saveState()
         self.saveHistory(plot=bool(c.plot_on) and i > 30)
         if c.print_status:
