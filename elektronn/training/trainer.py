@@ -537,7 +537,7 @@ class Trainer:
                                  "saving over %s", i, nll, self.last_param_file.name)
                     self.stop_reason = "diverged"
                     break
-                self._nll_ema = 0.995 * self._nll_ema + 0.005 * float(nll)
+                self._nll_ema = trainutils.smooth_nll(self._nll_ema, nll, i)
                 now = time.time()
                 t_train_ema = 0.8 * t_train_ema + 0.2 * t_train
                 t_it_ema = 0.8 * t_it_ema + 0.2 * (now - t_last)

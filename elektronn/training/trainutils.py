@@ -31,7 +31,7 @@ import numpy as np
 from elektronn.atomicio import atomic_path, atomic_write
 
 __all__ = ["atomic_write", "save_png", "import_variable_from_file", "xyz2zyx", "h5Save",
-           "h5Load", "saveHist", "loadHist", "plotInfo", "plotInfoFromFiles", "HIST_NAMES",
+           "h5Load", "saveHist", "loadHist", "smooth_nll", "NLL_SMOOTHING_STEPS", "plotInfo", "plotInfoFromFiles", "HIST_NAMES",
            "pickleSave", "pickleLoad", "previewDiffPlot", "timeit", "get_free_gpu", "initGPU"]
 
 logger = logging.getLogger("elektronn")
@@ -190,6 +190,38 @@ def loadHist(save_name, folder="."):
     return out
 
 
+NLL_SMOOTHING_STEPS = 50
+"""Time constant (steps) of the smoothed NLL the trainer logs and plots."""
+
+
+def smooth_nll(smoothed, nll, step):
+    """The smoothed training NLL after ``step``: an average that starts at the first value.
+
+    The mean of all values up to step :data:`NLL_SMOOTHING_STEPS`, then an exponential
+    moving average with that time constant (ELEKTRONN 1.0 started at a fixed 0.65 and averaged
+    over about 200 steps, which lagged far behind a fast-falling loss).
+
+    Parameters
+    ----------
+    smoothed : float
+        The value after the previous step (ignored at step 0).
+    nll : float
+        The loss of this step.
+    step : int
+        The step, counted from 0 over the whole (also resumed) training.
+
+    Examples
+    --------
+    >>> s = 0.0
+    >>> for step, nll in enumerate([1.0, 0.5, 0.0]):
+    ...     s = smooth_nll(s, nll, step)
+    >>> s
+    0.5
+    """
+    weight = max(1.0 / (step + 1), 1.0 / NLL_SMOOTHING_STEPS)
+    return (1 - weight) * smoothed + weight * float(nll)
+
+
 def _SMA(c, n):
     """Simple moving average of ``c`` over ``n`` points (``len(c) - n + 1`` values)."""
     c = np.asarray(c, dtype=float)
@@ -237,7 +269,8 @@ def plotInfo(timeline, history, CG_timeline, errors, save_name, autoscale=True, 
     folder = Path(folder)
     try:
         _plot_timeline(np.asarray(timeline, float), save_name, folder, autoscale)
-        _plot_history(np.asarray(history, float), save_name, folder, autoscale)
+        _plot_history(np.asarray(history, float), np.asarray(timeline, float), save_name,
+                      folder, autoscale)
         _plot_errors(np.asarray(errors, float), save_name, folder)
         if len(CG_timeline):
             _plot_cg(np.asarray(CG_timeline, float), save_name, folder)
@@ -250,19 +283,32 @@ def _clip(ax, values, autoscale):
         ax.set_ylim(0, 2 * np.median(values) + 1e-6)
 
 
+_FEW_POINTS = 60  # series with at most this many points get markers
+
+
+def _style(n, marker):
+    """Line keywords: markers on short series (a single point is visible too)."""
+    return dict(marker=marker, markersize=5) if n <= _FEW_POINTS else {}
+
+
+def _steps_axis(ax, steps):
+    """A top axis with the steps (approximately linear in time)."""
+    top = ax.twiny()
+    top.set_xlim(steps[0], max(steps[-1], steps[0] + 1))
+    top.set_xlabel("steps")
+
+
 def _plot_timeline(tl, save_name, folder, autoscale):
     tl = _subsample(tl)
     fig, (ax, ax2) = _figure(2)
     t = tl[:, 1] / 60
-    ax.plot(t, tl[:, 3], "b-", lw=0.5, label="update NLL")
-    ax.plot(t, tl[:, 2], "k-", lw=2, label="smoothed NLL")
+    ax.plot(t, tl[:, 3], "b-", lw=0.5, label="update NLL", **_style(len(tl), "."))
+    ax.plot(t, tl[:, 2], "k-", lw=2, label=f"smoothed NLL (~{NLL_SMOOTHING_STEPS} steps)")
     _clip(ax, tl[:, 3], autoscale)
     ax.set_xlabel("time [min]")
     ax.set_ylabel("NLL")
     ax.legend(loc="upper right")
-    top = ax.twiny()
-    top.set_xlim(tl[0, 0], tl[-1, 0])
-    top.set_xlabel("steps")
+    _steps_axis(ax, tl[:, 0])
     sc = ax2.scatter(tl[:, 4], tl[:, 3], c=tl[:, 0], s=4, cmap="viridis")
     fig.colorbar(sc, ax=ax2, label="step")
     ax2.set_xlabel("batch mean label")
@@ -270,24 +316,39 @@ def _plot_timeline(tl, save_name, folder, autoscale):
     save_png(fig, folder / f"{save_name}.timeline.png", bbox_inches="tight")
 
 
-def _plot_history(hi, save_name, folder, autoscale):
+def _plot_history(hi, tl, save_name, folder, autoscale):
+    fig = _history_figure(hi, tl, autoscale)
+    save_png(fig, folder / f"{save_name}.history.png", bbox_inches="tight")
+
+
+def _history_figure(hi, tl, autoscale=True):
+    """History plot: smoothed, batch, train and valid NLL; NLL gain and learning rate."""
     hi = _subsample(hi)
     fig, (ax, ax2) = _figure(2)
     t = hi[:, 1] / 60
-    ax.plot(t, hi[:, 2], "k-", lw=2, label="smoothed NLL")
-    ax.plot(t, hi[:, 4], "g-", label="train NLL")
-    ax.plot(t, hi[:, 5], "r-", label="valid NLL")
+    if len(tl):
+        tl = _subsample(tl)
+        ax.plot(tl[:, 1] / 60, tl[:, 3], "-", color="0.75", lw=0.5, label="batch NLL (per step)")
+        ax.plot(tl[:, 1] / 60, tl[:, 2], "k-", lw=1.5,
+                label=f"smoothed NLL (~{NLL_SMOOTHING_STEPS} steps)")
+    else:
+        ax.plot(t, hi[:, 2], "k-", lw=1.5, label="smoothed NLL", **_style(len(hi), "."))
+    ax.plot(t, hi[:, 5], "r-", lw=1.5, label="valid NLL", **_style(len(hi), "s"))
+    ax.plot(t, hi[:, 4], "g--", lw=1.5, label="train NLL", **_style(len(hi), "o"))
     _clip(ax, hi[:, 2], autoscale)
     ax.set_ylabel("NLL")
     ax.set_xlabel("time [min]")
     ax.legend(loc="upper right")
-    ax2.plot(t, hi[:, 6], "b-", label="NLL gain per update")
-    ax2.set_ylabel("NLL gain")
+    ax.grid(alpha=0.3)
+    gain = ax2.plot(t, hi[:, 6], "b-", label="NLL gain per update", **_style(len(hi), "o"))
+    ax2.axhline(0, color="0.6", lw=0.8)
+    ax2.set_ylabel("NLL gain (loss after - before the step)")
     ax2.set_xlabel("time [min]")
     lr = ax2.twinx()
-    lr.plot(t, hi[:, 7], "m-", label="LR")
+    rate = lr.plot(t, hi[:, 7], "m-", label="learning rate (right axis)", **_style(len(hi), "^"))
     lr.set_ylabel("learning rate")
-    save_png(fig, folder / f"{save_name}.history.png", bbox_inches="tight")
+    ax2.legend(handles=gain + rate, loc="upper right")
+    return fig
 
 
 def _plot_errors(er, save_name, folder):
@@ -295,15 +356,16 @@ def _plot_errors(er, save_name, folder):
     fig, (ax,) = _figure(1)
     er = er[2:] if len(er) > 4 else er
     t = er[:, 1] / 60
-    ax.plot(t, er[:, 2], "g--", lw=0.7, label="train error")
-    ax.plot(t, er[:, 3], "r--", lw=0.7, label="valid error")
-    for col, style in ((2, "g-"), (3, "r-")):
+    ax.plot(t, er[:, 2], "g--", lw=0.7, label="train error", **_style(len(er), "o"))
+    ax.plot(t, er[:, 3], "r--", lw=0.7, label="valid error", **_style(len(er), "s"))
+    for col, style, name in ((2, "g-", "train"), (3, "r-", "valid")):
         sma = _SMA(er[:, col], 8)
         if len(sma):
-            ax.plot(t[7:], sma, style, lw=2)
+            ax.plot(t[7:], sma, style, lw=2, label=f"{name} error, 8-point average")
     ax.set_xlabel("time [min]")
     ax.set_ylabel("error")
     ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
     save_png(fig, folder / f"{save_name}.Errors.png", bbox_inches="tight")
 
 

@@ -100,6 +100,7 @@ def test_cli_trains_writes_files_predicts_and_resumes(tmp_path, data_dir, monkey
     # monitored training loss at the end vs at step 0
     assert timeline[-100:, 3].mean() < timeline[:10, 3].mean() - 0.05
     assert timeline[-1, 2] < timeline[0, 2]  # the smoothed loss
+    assert timeline[0, 2] == timeline[0, 3]  # which starts at the first loss (not at 0.65)
     assert history[-2:, 4].mean() < history[0, 4]
     # T6: the LR decays at i=0 already
     assert history[0, 7] == pytest.approx(0.01 * 0.993, rel=1e-5)
