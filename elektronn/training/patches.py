@@ -32,7 +32,9 @@ def strip_geometry(d_sh, l_sh, off):
     """Per spatial axis ``(data_cut, label_cut)`` that makes data and labels the same extent.
 
     Labels are assumed centred in the data; the data must be larger by ``2 * off`` (more
-    data is cut away, fewer labels cut off with a warning).
+    data is cut away, fewer labels cut off with a warning). Labels of the same extent as the
+    data (a label for every voxel, as in the synthetic cubes) lose their border of ``off``
+    voxels, where the net has no full field of view: that is only logged (INFO).
     """
     d_cut, l_cut = [], []
     for d, n, o in zip(d_sh, l_sh, off, strict=True):
@@ -44,7 +46,10 @@ def strip_geometry(d_sh, l_sh, off):
         x = diff // 2
         d_cut.append(max(x, 0))
         l_cut.append(max(-x, 0))
-    if any(l_cut):
+    if any(l_cut) and tuple(d_sh) == tuple(l_sh):
+        logger.info("labels as large as the image: the outer %s voxels (z, x, y) on each side "
+                    "have no full field of view and are not trained on", l_cut)
+    elif any(l_cut):
         logger.warning("the CNN offset is so large that labels are cut off! On each side of the"
                        " cube %s", l_cut)
     return d_cut, l_cut
