@@ -104,7 +104,14 @@ def test_optimizer_params_and_param_file(tmp_path):
     assert float(first.SGD_LR.get_value()) == pytest.approx(0.1)
     assert float(first.SGD_momentum.get_value()) == pytest.approx(0.5)
     assert float(first.global_weightdecay.get_value()) == pytest.approx(1e-3)
-    assert first._Adam_params == {"LR": 0.02, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    # Adam's first step moves every weight by LR (bias-corrected m / sqrt(v) = sign(g))
+    x = np.random.default_rng(0).standard_normal((2, 1, *calc.input)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 2, (2, *first.output_shape[2:])).astype(np.int16)
+    before = first.layers[0].W.get_value()
+    first.trainingStep(x, y, mode="Adam")
+    delta = np.abs(first.layers[0].W.get_value() - before)
+    np.testing.assert_allclose(delta, 0.02, rtol=1e-2)  # not the default LR 0.001
+    first.layers[0].W.set_value(before)
     path = tmp_path / "net.param"
     first.saveParameters(str(path))
     cfg.param_file = str(path)
