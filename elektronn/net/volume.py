@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -313,7 +314,37 @@ def _default_block(unit, n_pred, fov, geo, in_itemsize, out_itemsize, max_bytes)
             return tuple(block)
 
 
-# --- computing one block ----------------------------------------------------------------------
+# --- computing one block ---------------------------------------------------------------------
+class _BlockReports(logging.Filter):
+    """Leave out ``predict_dense``'s start and speed reports of blocks (the run reports once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads, self.lock = Counter(), threading.Lock()
+
+    def filter(self, record):
+        return not (record.funcName == "predict_dense" and record.thread in self.threads)
+
+    @contextlib.contextmanager
+    def active(self):
+        me = threading.get_ident()
+        with self.lock:
+            self.threads[me] += 1
+            logger.addFilter(self)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.threads[me] -= 1
+                if not self.threads[me]:
+                    del self.threads[me]
+                if not self.threads:
+                    logger.removeFilter(self)
+
+
+_QUIET_BLOCKS = _BlockReports()
+
+
 def _read_region(raw, idxs):
     """The input region of a block in the volume's dtype (mirrored parts gathered)."""
     lo = [int(i.min()) for i in idxs]
@@ -351,8 +382,9 @@ def predict_block(cnn, raw, plan, index, as_uint8=False):
     if tuple(want) != region.shape[1:]:
         region = np.pad(region, [(0, 0)] + [(0, w - n) for w, n in
                                            zip(want, region.shape[1:], strict=True)])
-    out = predict_dense(cnn, region, show_progress=False, as_uint8=as_uint8,
-                        offset=_to_net((*plan.half, 0, 0)[:3], cnn.n_dim))
+    with _QUIET_BLOCKS.active():
+        out = predict_dense(cnn, region, show_progress=False, as_uint8=as_uint8,
+                            offset=_to_net((*plan.half, 0, 0)[:3], cnn.n_dim))
     want = [s.stop - s.start for s in plan.out_slices(index)]
     return out[(slice(None), *(slice(0, n) for n in want))]
 
@@ -512,6 +544,14 @@ def _open_zarr_target(target, overwrite, shape_args):
     return zarr.create_array(store, name=inner or None, overwrite=overwrite, **shape_args), True
 
 
+def refuse_hdf5_for_cluster(target):
+    """Raise ValueError for an HDF5 target path: HDF5 has no safe parallel writers (no MPI)."""
+    if isinstance(target, str | os.PathLike) and _parse_path(target)[0] == "hdf5":
+        raise ValueError(f"target {os.fspath(target)!r} is HDF5, which has no safe parallel "
+                         "writers: on a dask cluster write to zarr (e.g. 'out.zarr'), or run "
+                         "without a client")
+
+
 def _open_target(target, plan, overwrite, client):
     """The output (``_ZarrTarget`` or ``_HDF5Target``) and whether it was created now."""
     shape_args = dict(shape=plan.out_shape, chunks=(plan.out_shape[0], *plan.block),
@@ -519,9 +559,7 @@ def _open_target(target, plan, overwrite, client):
     is_path = isinstance(target, str | os.PathLike)
     if is_path and _parse_path(target)[0] == "hdf5":
         if client is not None:
-            raise ValueError(f"target {os.fspath(target)!r} is HDF5, which has no safe parallel "
-                             "writers: with a dask client write to zarr (e.g. 'out.zarr'), "
-                             "or run without a client")
+            refuse_hdf5_for_cluster(target)
         _, file, name = _parse_path(target)
         f = h5py.File(file, "a")
         if overwrite:
@@ -742,11 +780,8 @@ def predict_volume(cnn, source, target, block_shape=None, client=None, resume=Tr
     """
     from tqdm.auto import tqdm
 
-    if client is not None and isinstance(target, str | os.PathLike) \
-            and _parse_path(target)[0] == "hdf5":
-        raise ValueError(f"target {os.fspath(target)!r} is HDF5, which has no safe parallel "
-                         "writers: with a dask client write to zarr (e.g. 'out.zarr'), or "
-                         "run without a client")
+    if client is not None:
+        refuse_hdf5_for_cluster(target)
     raw = open_volume(source)
     owns_source = raw is not source
     target_obj = None

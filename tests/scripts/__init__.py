@@ -1,1 +1,0 @@
-"""Tests of the command-line entry points (elektronn.scripts)."""
