@@ -11,26 +11,24 @@ import copy
 import logging
 import os
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 
+from elektronn.defaults import architecture_defaults
 from elektronn.net import paramfile
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
-from elektronn.training.config import master_defaults
 
 __all__ = ["CONFIG_DEFAULTS", "createNet", "createNetfromParams"]
 
 logger = logging.getLogger("elektronn")
 
-CONFIG_DEFAULTS = master_defaults((
-    "filters", "pool", "nof_filters", "activation_func", "MFP", "pooling_mode",
-    "dropout_rates", "batch_size", "rnn_layer_kwargs", "MLP_layers", "target",
-    "class_weights", "use_example_weights", "lazy_labels", "label_prop_thresh",
-    "SGD_params", "CG_params", "RPROP_params", "LBFGS_params", "Adam_params",
-    "weight_decay", "param_file"))
+CONFIG_DEFAULTS = MappingProxyType(architecture_defaults())
 """The configuration options :func:`createNet` reads, with the defaults of ELEKTRONN 1.0's
-``MasterConfig`` that it uses for options the configuration does not have."""
+``MasterConfig`` that it uses for options the configuration does not have (read-only; the
+training configuration takes its defaults of these options from the same place,
+:func:`elektronn.defaults.architecture_defaults`)."""
 
 
 # --- createNet -----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 ELEKTRONN 1.0's three levels, each overriding the one before:
 
-1. :class:`MasterConfig`: the distribution's defaults (:func:`master_defaults`, the one
-   source of defaults; ``CONFIG_DEFAULTS`` of :mod:`elektronn.net.netcreation` are these).
+1. :class:`MasterConfig`: the distribution's defaults (:func:`master_defaults`; those of the
+   options that describe the net come from :func:`elektronn.defaults.architecture_defaults`,
+   which :mod:`elektronn.net.netcreation` uses too).
 2. :class:`DefaultConfig`: the master defaults updated from the user's file
    ``~/.elektronn.config`` if it exists (:func:`get_default_config` returns the shared one).
 3. :class:`Config`: the configuration of one training run, read from a config file.
@@ -48,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from elektronn.atomicio import atomic_write
+from elektronn.defaults import OPTIMIZERS, TARGETS, architecture_defaults
 from elektronn.net.netutils import CNNCalculator
 
 __all__ = [
@@ -98,6 +100,9 @@ _KINDS = {
              and all(isinstance(x, str | os.PathLike) for x in v), "a (file path, name) pair"),
 }
 
+# The defaults of the options that describe the net (elektronn.net.netcreation reads them too).
+_NET = architecture_defaults()
+
 # (group, [(name, default, kinds, description), ...]) in the order of ELEKTRONN 1.0's
 # MasterConfig; the defaults are those of its code (docs/differences.md, T17: the code wins over
 # the docs).
@@ -116,28 +121,30 @@ _OPTIONS = (
     ("Paths and general", (
         ("save_name", "Test", ("str",), "name of the model (and of its folder)"),
         ("overwrite", True, ("bool", "int"), "delete an existing save_path folder"),
-        ("param_file", None, ("path", "None"), "parameter file to initialise the net from"),
+        ("param_file", _NET["param_file"], ("path", "None"),
+         "parameter file to initialise the net from"),
         ("seed", None, ("int", "None"),
          "seed of the net, the batches and the batch workers (None: fresh entropy)"),
     )),
     ("Network architecture", (
-        ("activation_func", "relu", ("str", "list"), "one for all layers or one per layer"),
-        ("batch_size", 1, ("int",), "examples per update step"),
-        ("dropout_rates", [], ("list", "real", "None"),
+        ("activation_func", _NET["activation_func"], ("str", "list"),
+         "one for all layers or one per layer"),
+        ("batch_size", _NET["batch_size"], ("int",), "examples per update step"),
+        ("dropout_rates", _NET["dropout_rates"], ("list", "real", "None"),
          "drop rate per layer, one for all, or [] (no dropout)"),
         ("n_dim", 2, ("int",), "2 or 3 (ignored for 'vect-scalar')"),
         ("desired_input", 100, ("int", "list", "None"), "input size, (x, y) or (x, y, z)"),
-        ("filters", [], ("list",), "filter size per conv layer, (x, y) or (x, y, z)"),
-        ("pool", [], ("list",), "pooling factor per conv layer, (x, y) or (x, y, z)"),
-        ("nof_filters", [], ("list",), "number of filters per conv layer"),
-        ("pooling_mode", "max", ("str", "list"), "'max' or 'maxabs', for all or per layer"),
-        ("MFP", [], ("list", "bool", "int", "None"),
+        ("filters", _NET["filters"], ("list",), "filter size per conv layer, (x, y) or (x, y, z)"),
+        ("pool", _NET["pool"], ("list",), "pooling factor per conv layer, (x, y) or (x, y, z)"),
+        ("nof_filters", _NET["nof_filters"], ("list",), "number of filters per conv layer"),
+        ("pooling_mode", _NET["pooling_mode"], ("str", "list"),
+         "'max' or 'maxabs', for all or per layer"),
+        ("MFP", _NET["MFP"], ("list", "bool", "int", "None"),
          "max-fragment-pooling per conv layer, or for all (True/False)"),
-        ("rnn_layer_kwargs", None, ("dict", "None"),
+        ("rnn_layer_kwargs", _NET["rnn_layer_kwargs"], ("dict", "None"),
          "keyword arguments of addRecurrentLayer, or None"),
-        ("MLP_layers", [], ("list",), "number of neurons per perceptron layer"),
-        ("target", "nll", ("str",), "loss: " + "nll, regression, nll_mutiple_binary, nll_weak, "
-                                    "affinity or malis"),
+        ("MLP_layers", _NET["MLP_layers"], ("list",), "number of neurons per perceptron layer"),
+        ("target", _NET["target"], ("str",), "loss: " + ", ".join(TARGETS)),
     )),
     ("Image data (CNN)", (
         ("data_path", "/", ("path",), "folder of the data files"),
@@ -150,10 +157,11 @@ _OPTIONS = (
         ("example_ignore_threshold", 0.0, ("real", "None"),
          "drop patches with a larger fraction of negative (unlabelled) labels"),
         ("grey_augment_channels", [0], ("list",), "channels with grey-value augmentation"),
-        ("use_example_weights", False, ("bool", "int"), "weight the examples"),
+        ("use_example_weights", _NET["use_example_weights"], ("bool", "int"),
+         "weight the examples"),
         ("flip_data", True, ("bool", "int"), "random flips and rotations"),
         ("anisotropic_data", True, ("bool", "int"), "cut 2-D slices only along z"),
-        ("lazy_labels", False, ("bool", "int"), "train with lazy labels"),
+        ("lazy_labels", _NET["lazy_labels"], ("bool", "int"), "train with lazy labels"),
         ("warp_on", False, ("bool", "real"), "warping augmentation (a float: fraction)"),
         ("border_mode", "crop", ("str",), "img-scalar: crop, keep, 0-pad, mirror or reject"),
         ("pre_process", None, ("str", "None"), "'standardise' or None"),
@@ -183,25 +191,23 @@ _OPTIONS = (
         ("max_runtime", 24 * 3600, ("real",), "maximal training time in seconds"),
         ("history_freq", [500], ("list", "int"), "[steps between monitoring]"),
         ("monitor_batch_size", 10, ("int",), "examples to monitor the model on"),
-        ("weight_decay", False, ("bool", "real"), "L2 weight decay (False: 0)"),
-        ("class_weights", None, ("list", "array", "None"), "weight per class (not normalised)"),
-        ("label_prop_thresh", None, ("real", "None"), "label propagation threshold"),
+        ("weight_decay", _NET["weight_decay"], ("bool", "real"), "L2 weight decay (False: 0)"),
+        ("class_weights", _NET["class_weights"], ("list", "array", "None"),
+         "weight per class (not normalised)"),
+        ("label_prop_thresh", _NET["label_prop_thresh"], ("real", "None"),
+         "label propagation threshold"),
         ("optimizer", "SGD", ("str",), "SGD, CG, RPROP, LBFGS or Adam"),
         ("LR_decay", 0.993, ("real",), "learning rate factor per 1000 steps"),
         ("LR_schedule", None, ("list", "None"), "[(step, learning rate), ...]"),
     )),
     ("Optimiser parameters", (
-        ("SGD_params", {"LR": 0.001, "momentum": 0.9}, ("dict", "None"), "SGD"),
+        ("SGD_params", _NET["SGD_params"], ("dict", "None"), "SGD"),
         ("SSGD_params", {"LR": 0.01, "momentum": 0.9, "var_momentum": 0.9, "var_cuttoff": 3.0},
          ("dict", "None"), "unused (kept for old config files)"),
-        ("RPROP_params", {"penalty": 0.35, "gain": 0.2, "beta": 0.7,
-                          "initial_update_size": 1e-4}, ("dict", "None"), "RPROP"),
-        ("Adam_params", {"LR": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
-         ("dict", "None"), "Adam"),
-        ("CG_params", {"n_steps": 4, "alpha": 0.35, "beta": 0.75, "max_step": 0.02,
-                       "min_step": 8e-5}, ("dict", "None"), "conjugate gradient"),
-        ("LBFGS_params", {"maxfun": 40, "maxiter": 4, "m": 10, "factr": 1e2, "pgtol": 1e-9,
-                          "iprint": -1}, ("dict", "None"), "L-BFGS"),
+        ("RPROP_params", _NET["RPROP_params"], ("dict", "None"), "RPROP"),
+        ("Adam_params", _NET["Adam_params"], ("dict", "None"), "Adam"),
+        ("CG_params", _NET["CG_params"], ("dict", "None"), "conjugate gradient"),
+        ("LBFGS_params", _NET["LBFGS_params"], ("dict", "None"), "L-BFGS"),
     )),
 )
 
@@ -214,8 +220,6 @@ OPTION_NAMES = tuple(_DEFAULTS)
 
 _PATH_OPTIONS = ("save_path", "param_file", "data_path", "label_path", "preview_data_path")
 _MODES = ("img-img", "img-scalar", "vect-scalar")
-_TARGETS = ("nll", "regression", "nll_mutiple_binary", "nll_weak", "affinity", "malis")
-_OPTIMIZERS = ("SGD", "CG", "RPROP", "LBFGS", "Adam")
 _BORDER_MODES = ("crop", "keep", "0-pad", "mirror", "reject")
 _MANDATORY = ("SGD_params", "batch_size", "max_runtime", "monitor_batch_size", "n_steps",
               "n_lab", "save_name", "mode")
@@ -852,8 +856,8 @@ class Config:
             if not ok:
                 problems.append(message)
 
-        for name, allowed in (("mode", _MODES), ("target", _TARGETS),
-                              ("optimizer", _OPTIMIZERS), ("border_mode", _BORDER_MODES)):
+        for name, allowed in (("mode", _MODES), ("target", TARGETS),
+                              ("optimizer", OPTIMIZERS), ("border_mode", _BORDER_MODES)):
             value = getattr(self, name)
             require(value in allowed, f"{name} must be one of {list(allowed)}, got {value!r}")
         require(len(self.dropout_rates) in (0, self.n_layers),

@@ -281,3 +281,23 @@ def test_from_params_refuses_code(tmp_path):
 
 def test_module_api():
     assert set(netcreation.__all__) == {"CONFIG_DEFAULTS", "createNet", "createNetfromParams"}
+
+
+def test_net_does_not_import_training_and_defaults_are_shared():
+    """net/netcreation.py used to import training.config (against the layering)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, elektronn.net.netcreation; "
+            "print(sorted(m for m in sys.modules if m.startswith('elektronn.training')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+    from elektronn.defaults import CONFIG_OPTIMIZER_DEFAULTS
+    from elektronn.training.config import master_defaults
+
+    config = master_defaults()
+    for name, defaults in CONFIG_OPTIMIZER_DEFAULTS.items():
+        assert config[f"{name}_params"] == dict(defaults) == CONFIG_DEFAULTS[f"{name}_params"]
+    assert config["CG_params"]["n_steps"] == 4 and config["CG_params"]["beta"] == 0.75
+    assert {k: config[k] for k in CONFIG_DEFAULTS} == dict(CONFIG_DEFAULTS)
