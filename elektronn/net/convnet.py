@@ -156,6 +156,7 @@ class MixedConvNN:
 
         self.layers, self.poolings, self.params = [], [], []
         self._output_layers, self._autoencoder_chains, self._last_grads = [], [], []
+        self._untrained_params = []  # the biases of tied decoders
         self.debug_functions, self.debug_conv_output, self.debug_gradients_function = [], [], []
         self.CG_timeline = []
         self.n_lab = self.output_strides = self.output_shape = None
@@ -417,9 +418,12 @@ class MixedConvNN:
                                 activation_func="tanh", input_noise=0.3, tie_W=True):
         """Mirror the first ``n_layers`` perceptron layers into a decoder chain.
 
-        With ``tie_W`` the decoders use the transposed encoder weights (their biases are not
-        trained, as in ELEKTRONN 1.0).  ``n_layers`` None, 0 or negative means all layers.
-        The first decoder adds Gaussian noise of std ``input_noise`` to its input.
+        With ``tie_W`` the decoders use the transposed encoder weights, and their biases keep
+        their initial values: they are not among the net's ``params``, so no optimiser changes
+        them (as in ELEKTRONN 1.0, docs/differences.md N20).  Without ``tie_W`` the decoders
+        have their own weights and biases, and all are trained.  ``n_layers`` None, 0 or
+        negative means all layers.  The first decoder adds Gaussian noise of std
+        ``input_noise`` to its input.
         """
         n = len(self.layers) if not n_layers or n_layers < 0 else int(n_layers)
         if not 0 < n <= len(self.layers):
@@ -433,6 +437,8 @@ class MixedConvNN:
                 input_noise=input_noise if not chain else None, input_layer=prev,
                 W=enc.W.T if tie_W else None, rng=self.rng, streams=self._streams)
             chain.append(layer)
+            if tie_W:
+                self._untrained_params += layer.params
             prev = layer
         self._autoencoder_chains += chain
         self._y = pt.tensor("y_cnn_labels", dtype="float32", shape=(None, None))
@@ -472,7 +478,7 @@ class MixedConvNN:
         self.params = []
         for lay in self.layers:
             for p in lay.params[::-1]:
-                if not any(p is q for q in self.params):
+                if not any(p is q for q in self.params + self._untrained_params):
                     self.params.append(p)
         self.param_count = int(sum(np.prod(p.get_value().shape) for p in self.params))
         last = self.layers[-1]

@@ -412,3 +412,34 @@ def test_two_levels_of_sgd_defaults():
     assert cnn.SGD_LR.get_value() == np.float32(0.001)
     assert cnn._optimizer("CG").optimizer_params["n_steps"] == 3
     assert cnn._optimizer("CG").optimizer_params["beta"] == 0.7
+
+
+@pytest.mark.parametrize("mode", ["SGD", "Adam"])
+def test_tied_autoencoder_decoder_biases_are_not_trained(rng, mode):
+    cnn = MixedConvNN((12,), batch_size=5, seed=0)
+    cnn.addPerceptronLayer(8, "tanh")
+    cnn.addPerceptronLayer(4, "tanh")
+    cnn.addTiedAutoencoderChain(activation_func="linear", input_noise=0.0)
+    cnn.compileOutputFunctions("regression")
+    decoders, encoders = cnn.layers[2:], cnn.layers[:2]
+    biases = [dec.b.get_value() for dec in decoders]
+    weights = [enc.W.get_value() for enc in encoders]
+    assert not any(dec.b is p for dec in decoders for p in cnn.params)
+    x = rng.standard_normal((5, 12)).astype(np.float32)
+    cnn.trainingStep(x, x, mode=mode)
+    for dec, before in zip(decoders, biases, strict=True):
+        np.testing.assert_array_equal(dec.b.get_value(), before)
+    assert all(not np.array_equal(enc.W.get_value(), w) for enc, w in zip(encoders, weights))
+
+
+def test_untied_autoencoder_decoders_are_trained(rng):
+    cnn = MixedConvNN((12,), batch_size=5, seed=0)
+    cnn.addPerceptronLayer(8, "tanh")
+    cnn.addTiedAutoencoderChain(activation_func="linear", input_noise=0.0, tie_W=False)
+    cnn.compileOutputFunctions("regression")
+    dec = cnn.layers[-1]
+    before = dec.b.get_value(), dec.W.get_value()
+    x = rng.standard_normal((5, 12)).astype(np.float32)
+    cnn.trainingStep(x, x, mode="SGD")
+    assert not np.array_equal(dec.b.get_value(), before[0])
+    assert not np.array_equal(dec.W.get_value(), before[1])
