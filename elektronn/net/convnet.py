@@ -357,10 +357,10 @@ class MixedConvNN:
             where = f"conv layer {index}, axis {axis}"
             if out < 1:
                 raise ValueError(f"{where}: filter size {f} is larger than the input size {s}")
-            if mfp and p > 1 and (out - p + 1) % p:
+            if mfp and p > 1 and (out % p != p - 1 or out < 2 * p - 1):
                 raise ValueError(
                     f"{where}: max-fragment pooling by {p} needs a conv output of the form "
-                    f"k*{p}+{p - 1}, got {out} (input {s}, filter {f}); choose the input size "
+                    f"k*{p}+{p - 1} with k >= 1, got {out} (input {s}, filter {f}); choose the input size "
                     "with CNNCalculator(..., MFP=...)")
             if not mfp and out % p:
                 raise ValueError(

@@ -103,17 +103,20 @@ class _Layer:
         Cumulative stride of this layer's output, in input pixels.
     mfp : bool
         Whether the layer uses max-fragment-pooling.
+    legacy_mfp : bool
+        Use ELEKTRONN 1.0's MFP rule (see Raises).
 
     Raises
     ------
     ValueError
         If the layer has no output (also after pooling), or the pooling does not fit the
         convolution output ``out``: without MFP ``out`` must be divisible by ``pool``; with
-        MFP ``out % pool == 1`` is required (the ELEKTRONN 1.0 rule, which is the real
-        fragment-pooling condition ``out % pool == pool - 1`` only for ``pool == 2``).
+        MFP ``out % pool == pool - 1`` is required (all fragments of equal size), or
+        ``out % pool == 1`` with ``legacy_mfp`` (ELEKTRONN 1.0's rule, the same for
+        ``pool == 2``).
     """
 
-    def __init__(self, input, filter=1, pool=1, stride=1, mfp=True):
+    def __init__(self, input, filter=1, pool=1, stride=1, mfp=True, legacy_mfp=False):
         self.input = input
         self.filter = filter
         self.pool = pool
@@ -123,8 +126,9 @@ class _Layer:
         self.pool_out = self.out // pool
         if self.pool_out <= 0:
             raise ValueError(f"CNN has no output for layer with input {input}")
-        if pool > 1 and mfp and self.out % pool != 1:
-            raise ValueError(f"MFP fails: conv output {self.out} % pool {pool} != 1")
+        remainder = 1 if legacy_mfp else pool - 1
+        if pool > 1 and mfp and self.out % pool != remainder:
+            raise ValueError(f"MFP fails: conv output {self.out} % pool {pool} != {remainder}")
         if pool > 1 and not mfp and self.out % pool:
             raise ValueError(f"Uneven pools: conv output {self.out} is not divisible by {pool}")
         self.field = None
@@ -166,6 +170,8 @@ class _CNNCalculator(_CalculatorBase):
         Max-fragment-pooling, for all layers or per layer.
     force_center : bool
         Raise ValueError instead of warning when the field of view is even.
+    legacy_mfp : bool
+        ELEKTRONN 1.0's MFP rule ``out % pool == 1`` (see :func:`CNNCalculator`).
 
     Attributes
     ----------
@@ -189,7 +195,8 @@ class _CNNCalculator(_CalculatorBase):
     """
 
     def __init__(self, filters, poolings, desired_input=None, MFP=False, force_center=False,
-                 desired_output=None):
+                 desired_output=None, legacy_mfp=False):
+        self.legacy_mfp = bool(legacy_mfp)
         self.filters = [_positive_int(f, "filters") for f in _layer_list(filters, "filters")]
         self.poolings = [_positive_int(p, "poolings") for p in _layer_list(poolings, "poolings")]
         if len(self.poolings) != len(self.filters):
@@ -226,9 +233,10 @@ class _CNNCalculator(_CalculatorBase):
         self.pred_stride = self.stride[-1]
 
         uneven = sorted({p for p, m in zip(self.poolings, self.mfp, strict=True) if m and p > 2})
-        if uneven:
-            logger.warning("MFP with pool %s: sizes follow the ELEKTRONN 1.0 rule out %% pool == 1,"
-                           " but max-fragment-pooling needs out %% pool == pool - 1", uneven)
+        if uneven and self.legacy_mfp:
+            logger.warning("MFP with pool %s: legacy_mfp sizes follow the ELEKTRONN 1.0 rule "
+                           "out %% pool == 1, but max-fragment-pooling needs out %% pool == "
+                           "pool - 1: a net with these sizes cannot be built", uneven)
 
     def _choose_input(self, desired_input, desired_output):
         if desired_output is not None:
@@ -243,7 +251,7 @@ class _CNNCalculator(_CalculatorBase):
         layers, size, stride = [], input, 1
         for filt, pool, mfp in zip(self.filters, self.poolings, self.mfp, strict=True):
             stride *= pool
-            layers.append(_Layer(size, filt, pool, stride, mfp))
+            layers.append(_Layer(size, filt, pool, stride, mfp, self.legacy_mfp))
             size = layers[-1].pool_out
         return layers
 
@@ -297,7 +305,7 @@ valid_outputs : list
 
 
 def CNNCalculator(filters, poolings, desired_input=None, MFP=False, force_center=False,
-                  desired_output=None, n_dim=1):
+                  desired_output=None, n_dim=1, *, legacy_mfp=False):
     """Helper to calculate CNN architectures.
 
     This is a function, but it returns an object whose attributes hold the architecture
@@ -318,8 +326,8 @@ def CNNCalculator(filters, poolings, desired_input=None, MFP=False, force_center
     MFP : bool or list
         Whether each layer uses max-fragment-pooling (entries may be per dimension). MFP
         needs other input sizes than normal pooling: a layer accepts a convolution output
-        ``out`` when ``out % pool == 1`` (ELEKTRONN 1.0's rule; for ``pool > 2`` it differs
-        from what fragment pooling needs, and a warning is logged).
+        ``out`` when ``out % pool == pool - 1``, so that all ``pool`` fragments have the same
+        size (what ``MixedConvNN.addConvLayer`` requires).
     force_center : bool
         Raise ValueError if the output neurons do not lie at the centre of input pixels
         (even field of view); otherwise only a warning is logged.
@@ -328,6 +336,10 @@ def CNNCalculator(filters, poolings, desired_input=None, MFP=False, force_center
         If it is not possible, the next smaller valid output is used.
     n_dim : int
         Dimensionality of the CNN.
+    legacy_mfp : bool
+        Use ELEKTRONN 1.0's MFP rule ``out % pool == 1`` instead. It is the same rule for
+        ``pool == 2``; for larger pools its sizes give uneven fragments, which the net refuses
+        (a warning is logged).
 
     Returns
     -------
@@ -386,7 +398,7 @@ def CNNCalculator(filters, poolings, desired_input=None, MFP=False, force_center
         _per_dim(desired_output, n_dim, "desired_output"),
         strict=True,
     )
-    calcs = [_CNNCalculator(f, p, d_in, mfp, force_center, d_out)
+    calcs = [_CNNCalculator(f, p, d_in, mfp, force_center, d_out, legacy_mfp)
              for f, p, d_in, mfp, d_out in per_dim]
     return calcs[0] if n_dim == 1 else _multiCNNCalculator(calcs)
 

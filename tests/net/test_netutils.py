@@ -251,6 +251,14 @@ def test_layers_carry_field_and_overlap():
 
 def test_mfp_valid_inputs_pool3(caplog):
     c = CNNCalculator([5, 3, 1], [3, 2, 1], MFP=[1, 1, 0])
+    assert c.valid_inputs[:4] == [21, 27, 33, 39]
+    # true MFP: conv output % pool == pool - 1 (equal fragments)
+    assert [layer.out for layer in c._make_layers(21)] == [17, 3, 1]
+    assert not any("pool - 1" in m for m in warnings(caplog))
+
+
+def test_mfp_valid_inputs_pool3_legacy_rule(caplog):
+    c = CNNCalculator([5, 3, 1], [3, 2, 1], MFP=[1, 1, 0], legacy_mfp=True)
     assert c.valid_inputs[:4] == [20, 26, 32, 38]
     # the ELEKTRONN 1.0 acceptance rule: conv output % pool == 1
     layers = c._make_layers(20)
@@ -358,7 +366,8 @@ def test_layer_sizes_and_errors():
     assert (layer.out, layer.pool_out) == (24, 12)
     layer.setfield(4)
     assert (layer.field, layer.overlap) == (4, 2)
-    assert _Layer(24, 3, 3, mfp=True).pool_out == 7  # conv output 22, 22 % 3 == 1
+    assert _Layer(25, 3, 3, mfp=True).pool_out == 7  # conv output 23, 23 % 3 == 2
+    assert _Layer(24, 3, 3, mfp=True, legacy_mfp=True).pool_out == 7  # 22 % 3 == 1
     with pytest.raises(ValueError, match="no output"):
         _Layer(2, filter=3)
     with pytest.raises(ValueError, match="no output"):  # out 1, nothing left after pooling
@@ -369,14 +378,16 @@ def test_layer_sizes_and_errors():
         _Layer(26, 3, 2, mfp=True)
 
 
-def test_layer_mfp_rule_is_out_mod_pool_equals_one():
+def test_layer_mfp_rule_is_out_mod_pool_equals_pool_minus_one():
     accepted = [n for n in range(5, 40) if _try_layer(n, 3, 3, True)]
-    assert accepted == [n for n in range(5, 40) if (n - 2) % 3 == 1]
+    assert accepted == [n for n in range(5, 40) if (n - 2) % 3 == 2]
+    legacy = [n for n in range(5, 40) if _try_layer(n, 3, 3, True, legacy_mfp=True)]
+    assert legacy == [n for n in range(5, 40) if (n - 2) % 3 == 1]
 
 
-def _try_layer(size, filt, pool, mfp):
+def _try_layer(size, filt, pool, mfp, legacy_mfp=False):
     try:
-        _Layer(size, filt, pool, mfp=mfp)
+        _Layer(size, filt, pool, mfp=mfp, legacy_mfp=legacy_mfp)
     except ValueError:
         return False
     return True
@@ -506,3 +517,35 @@ def test_bad_shape_and_pool_raise():
         initWeights((4, 0), scale=1.0, mode="const")
     with pytest.raises(ValueError, match="pool"):
         initWeights((3, 2, 3, 3), pool=(2, 0))
+
+
+# --- the calculator's sizes are the sizes the net builds -------------------------------------
+
+def _builds(size, filters, pools, mfp):
+    from elektronn.net.convnet import MixedConvNN
+
+    cnn = MixedConvNN((size, size), input_depth=1, batch_size=1, seed=0)
+    try:
+        for f, p, m in zip(filters, pools, mfp, strict=True):
+            cnn.addConvLayer(2, f, p, "linear", use_fragment_pooling=m)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_calculator_inputs_are_exactly_the_sizes_the_net_builds(seed):
+    """Random architectures with MFP pools of 2 and 3: every input the calculator proposes
+    builds the net, and no other size below 40 does."""
+    gen = np.random.default_rng(seed)
+    n = int(gen.integers(1, 4))
+    filters = [int(f) for f in gen.integers(1, 6, n)]
+    pools = [int(p) for p in gen.choice([1, 2, 3], n)]
+    pools[int(gen.integers(n))] = 2 + seed % 2  # at least one pool of 2 or 3 ...
+    mfp = [bool(m) for m in gen.integers(0, 2, n)]
+    mfp[pools.index(2 + seed % 2)] = True  # ... with MFP
+    calc = CNNCalculator(filters, pools, MFP=mfp, desired_input=int(gen.integers(10, 60)))
+    assert _builds(calc.input, filters, pools, mfp)
+    for size in range(2, 40):
+        assert _builds(size, filters, pools, mfp) == (size in calc.valid_inputs), (
+            size, filters, pools, mfp)
