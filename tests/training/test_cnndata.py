@@ -367,3 +367,48 @@ def test_preview_block_uses_y_offsets(tmp_path):
         assert block.shape == (3, 4, 6, 3)  # (ch, x, y, z)
         assert block[1, 0, 0, 0] - 1 == 5 and block[0, 0, 0, 0] - 1 == 1  # T11: y uses off[2]
         assert block[2, 0, 0, 0] - 1 == 2
+
+
+def test_zchxy_order_reads_the_same_cubes(tmp_path):
+    """Cubes stored as (z, ch, x, y) / (z, x, y) load as the default (ch, x, y, z) / (x, y, z)."""
+    default = make(tmp_path / "xyz")
+    folder = tmp_path / "zxy"
+    folder.mkdir()
+    d_files, l_files = write_coord_cubes(tmp_path / "xyz_copy", (1, 3, 3))
+    for (d_name, d_key), (l_name, l_key) in zip(d_files, l_files, strict=True):
+        with h5py.File(tmp_path / "xyz_copy" / d_name) as f, h5py.File(folder / d_name, "w") as g:
+            g[d_key] = np.transpose(f[d_key][()], (3, 0, 1, 2))  # (ch, x, y, z) -> (z, ch, x, y)
+        with h5py.File(tmp_path / "xyz_copy" / l_name) as f, h5py.File(folder / l_name, "w") as g:
+            g[l_key] = np.transpose(f[l_key][()], (2, 0, 1))  # (x, y, z) -> (z, x, y)
+    zxy = CNNData((5, 11, 11), (1, 2, 2), (1, 3, 3), 3, n_lab=201, anistropic_data=True,
+                  zchxy_order=True, seed=0)
+    zxy.addDataFromFile(folder, folder, d_files, l_files)
+    assert zxy.n_ch == default.n_ch == 3
+    for a, b in zip(zxy.train_d + zxy.train_l, default.train_d + default.train_l, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    img, lab = zxy.getbatch(6, flip=True)
+    check_aligned_3d(img, lab, zxy.offset, zxy.stride)
+
+
+@pytest.mark.parametrize("mode, size", [("crop", 13), ("keep", 10), ("0-pad", 7),
+                                        ("mirror", 7)])
+def test_img_scalar_border_modes(mode, size):
+    """Each border mode brings (ch, size, size) images to the 10 x 10 patch as numpy would."""
+    rng = np.random.default_rng(2)
+    d = rng.random((6, 1, size, size)).astype(np.float32) + 0.5  # > 0: padding is visible
+    labels = np.arange(6, dtype=np.int16) % 2
+    data = CNNData((10, 10), None, None, 2, mode="img-scalar", border_mode=mode, seed=0)
+    data.addDataFromNdarray([d], [labels])
+    if mode == "crop":  # centre crop: (13 - 10) // 2 = 1 in front
+        want = d[:, :, 1:11, 1:11]
+    elif mode == "keep":
+        want = d
+    else:  # ceil((10 - 7) / 2) = 2 in front, 1 behind
+        pad = ((0, 0), (0, 0), (2, 1), (2, 1))
+        want = np.pad(d, pad, mode="symmetric") if mode == "mirror" else np.pad(d, pad)
+    np.testing.assert_array_equal(np.asarray(data.train_d[0]), want)
+    img, lab = data.getbatch(4, flip=False)
+    assert img.shape == (4, 1, 10, 10)
+    for im, lb in zip(img, lab, strict=True):  # a treated image with its own label
+        k = next(k for k in range(6) if np.array_equal(im, want[k]))
+        assert lb == labels[k]

@@ -11,7 +11,7 @@ import pytensor.tensor as pt
 import pytest
 
 from elektronn.data.synthetic import read_h5, write_cubes
-from elektronn.net import losses
+from elektronn.net import losses, paramfile
 from elektronn.scripts.train import build_parser, main
 from elektronn.training import trainer as trainer_module
 from elektronn.training import trainutils
@@ -181,6 +181,98 @@ def test_divergence_stops_without_overwriting_last(tmp_path, data_dir, monkeypat
     save = Path(trainer.config.save_path)
     assert json.loads((save / f"{NAME}.state.json").read_text())["step"] == 5
     assert not (save / f"{NAME}_end.param").exists()
+
+
+IMG_SCALAR = """
+save_path = {save!r}
+save_name = "img_scalar"
+data_path = label_path = {data!r}
+d_files = [("img0.h5", "raw"), ("img1.h5", "raw")]
+l_files = [("lab0.h5", "lab"), ("lab1.h5", "lab")]
+valid_cubes = [1]
+mode = "img-scalar"
+border_mode = "crop"
+n_dim = 2
+n_lab = 2
+desired_input = [10, 10]
+filters = [3]
+pool = [2]
+nof_filters = [4]
+MLP_layers = [8]
+activation_func = "tanh"
+target = "nll"
+batch_size = 4
+monitor_batch_size = 8
+n_steps = 10000
+max_runtime = {runtime!r}
+history_freq = [10]
+plot_on = False
+background_processes = False
+seed = 3
+SGD_params = dict(LR=0.05, momentum=0.9)
+"""
+
+
+def write_img_scalar(folder, runtime):
+    """Two stacks of 12 x 12 images (x, y, z on disk): class 1 bright, class 0 dark."""
+    rng = np.random.default_rng(0)
+    data = folder / "data"
+    data.mkdir()
+    for k in range(2):
+        labels = (np.arange(24) % 2).astype(np.int16)
+        images = rng.random((12, 12, 24)) * 0.5 + 0.4 * labels  # (x, y, z)
+        trainutils.h5Save((images * 255).astype(np.uint8), data / f"img{k}.h5", "raw")
+        trainutils.h5Save(labels, data / f"lab{k}.h5", "lab")
+    cfg = folder / "img_scalar_config.py"
+    cfg.write_text(IMG_SCALAR.format(save=f"{folder / 'save'}/", data=f"{data}/",
+                                     runtime=runtime))
+    return cfg
+
+
+def test_img_scalar_training_stops_at_the_runtime(tmp_path, monkeypatch):
+    """img-scalar batches from h5 stacks train a classifier until ``max_runtime``."""
+    clock = FakeClock(tick=0.01)
+    monkeypatch.setattr(trainer_module, "time", clock)
+    cfg = write_img_scalar(tmp_path, runtime=1.0)
+    trainer = Trainer(Config(cfg, default_config=DefaultConfig(None)))
+    trainer.loadData()
+    trainer.createNet()
+    img, lab = trainer.data.getbatch(**trainer.get_batch_kwargs)
+    assert img.shape == (4, 1, 10, 10) and lab.shape == (4,)
+    np.testing.assert_array_equal(lab, img.mean(axis=(1, 2, 3)) > 0.45)  # bright = class 1
+    assert trainer.cnn.class_probabilities(img).shape == (4, 2)
+    assert trainer.run() == "runtime"
+    steps = len(trainer.timeline)
+    assert 10 < steps < 10000
+    assert trainer._elapsed() > 1.0
+    state = json.loads((tmp_path / "save" / "img_scalar.state.json").read_text())
+    assert state["step"] == steps - 1
+    assert (tmp_path / "save" / "img_scalar_end.param").is_file()
+    # it learned to tell bright from dark images on the validation stack
+    assert trainer.errors[-1][3] < 25 and trainer.history[-1][5] < trainer.history[0][5]
+
+
+def test_cli_max_runtime_and_param_file(tmp_path, data_dir, monkeypatch):
+    """--max-runtime stops the run; --resume --param-file continues from that file's weights."""
+    monkeypatch.setattr(trainer_module, "time", FakeClock())
+    save = tmp_path / "save"
+    cfg = write_config(tmp_path, data_dir, save, preview_data_path=None, plot_on=False,
+                       background_processes=False, warp_on=False, history_freq=[1000])
+    assert main([str(cfg), "--max-runtime", "0.3"]) == 0
+    step = json.loads((save / f"{NAME}.state.json").read_text())["step"]
+    assert 0 < step < 299
+    assert "Maximal runtime (0.3 s) reached" in (save / f"{NAME}.log").read_text()
+
+    # all-zero weights: every class has probability 1/2, so the next loss is log(2)
+    objects = paramfile.read_param_file(save / f"{NAME}-LAST.param")
+    zeros = [objects[0], *[np.zeros_like(a) for a in objects[1:-1]], objects[-1]]
+    paramfile.write_param_file(tmp_path / "zeros.param", zeros)
+    assert main([str(cfg), "--resume", "--param-file", str(tmp_path / "zeros.param"),
+                 "--steps", str(step + 2)]) == 0
+    timeline = np.load(save / "Backup" / f"{NAME}.timeline.npy")
+    assert list(timeline[:, 0]) == list(range(step + 2))
+    assert timeline[step + 1, 3] == pytest.approx(-np.log(0.5 + losses.EPS), rel=1e-6)
+    assert f"Resuming from {tmp_path / 'zeros.param'}" in (save / f"{NAME}.log").read_text()
 
 
 def test_workers_are_seeded_differently(tmp_path, data_dir):
