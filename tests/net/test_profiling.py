@@ -59,6 +59,48 @@ def test_cli_writes_json(tmp_path, capsys):
     assert "peak[MiB]" in capsys.readouterr().out
 
 
+def _valid_out(size, filters, pools):
+    """Output of valid convolutions and pooling, by hand: (s - f + 1) // p per layer."""
+    for f, p in zip(filters, pools, strict=True):
+        size = (size - f + 1) // p
+    return size
+
+
+def _mfp_out(size, filters, pools):
+    """Dense output of max-fragment pooling: every phase crops p - 1, fragments interleave."""
+    stride = 1
+    for f, p in zip(filters, pools, strict=True):
+        size = (size - f + 1 - (p - 1)) // p
+        stride *= p
+    return size * stride
+
+
+@pytest.mark.parametrize("mfp", [False, True])
+def test_cli_3d_and_mfp_nets(tmp_path, mfp):
+    """elektronn-profile on a 3-D net (z, x, y), with and without max-fragment-pooling."""
+    filters, pools = [(1, 3, 3), (2, 3, 3)], [(1, 2, 2), (1, 1, 1)]
+    out = tmp_path / "speed.json"
+    rc = main(["--filters", "1,3,3", "2,3,3", "--pools", "1,2,2", "1,1,1", "--nof-filters",
+               "3", "4", "--sizes", "2", "--max-size", "6,30,30", "--repeats", "1",
+               "--json", str(out)] + (["--mfp"] if mfp else []))
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["architecture"]["mfp"] is mfp
+    assert len(report["results"]) == 2
+    for r in report["results"]:
+        size = r["input_size"]
+        assert len(size) == 3 and all(s <= m for s, m in zip(size, (6, 30, 30), strict=True))
+        per_axis = [[f[a] for f in filters] for a in range(3)], [[p[a] for p in pools]
+                                                                 for a in range(3)]
+        expect = [(_mfp_out if mfp else _valid_out)(s, f, p)
+                  for s, f, p in zip(size, *per_axis, strict=True)]
+        assert r["output_size"] == expect
+        assert r["output_strides"] == ([1, 1, 1] if mfp else [1, 2, 2])
+        assert r["passes"] == (1 if mfp else 4)
+        assert r["pass_s"] > 0 and r["voxels_per_s"] > 0
+    assert report["results"][-1]["input_size"][0] == 6
+
+
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as err:
         main(["--filters", "3", "3", "--pools", "2"])
