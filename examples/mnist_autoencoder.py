@@ -30,20 +30,24 @@ ENCODER = (300, 200, 50)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] + " The default 40000 steps take a while on 2 CPU cores; --iterations 500 for a first look.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--iterations", type=int, default=40000,
                         help="training steps of the auto-encoder")
     parser.add_argument("--classifier-iterations", type=int, default=None,
-                        help="training steps of the classifier (default: a quarter of "
+                        help="training steps of the classifier (None: a quarter of "
                              "--iterations, at least 1)")
-    parser.add_argument("--data", default=None, help="MNIST file or directory")
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--data", default=None,
+                        help="mnist.pkl.gz or a folder with it or the IDX files (None: "
+                             "$ELEKTRONN_MNIST, else ~/.ELEKTRONN, downloaded on first use)")
+    parser.add_argument("--batch-size", type=int, default=100, help="examples per step")
     parser.add_argument("--eval-every", type=int, default=100,
                         help="steps between two progress lines")
     parser.add_argument("--save", default="AE-pretraining.param",
                         help="parameter file for the encoder")
-    parser.add_argument("--plot", default=None, help="save originals and reconstructions here")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the nets and the batches")
+    parser.add_argument("--plot", default=None, help="save originals and reconstructions here (a PNG file)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the nets and the batches (None: random)")
     return parser.parse_args(argv)
 
 

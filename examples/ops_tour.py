@@ -1,10 +1,11 @@
 """A tour of elektronn's Ops: a 3-D convolution, max-fragment pooling and dense reassembly.
 
-Run:  python examples/ops_tour.py
+Run:  python examples/ops_tour.py [--repeats 5]
 It convolves a random volume, pools it with MFP, reassembles the fragments into a dense map,
 checks that the result equals stride-1 pooling, and prints how fast the convolution runs.
 """
 
+import argparse
 import time
 
 import numpy as np
@@ -14,7 +15,20 @@ import pytensor.tensor as pt
 from elektronn import backend, ops
 
 
-def main():
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " ") + " Takes a few seconds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs of the convolution (their mean is printed)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     rng = np.random.default_rng(0)
     x = pt.tensor("x", shape=(1, 16, None, None, None))
     w = pt.tensor("w", shape=(32, 16, 3, 3, 3))
@@ -40,9 +54,9 @@ def main():
     fc = pytensor.function([x, w], conv, mode=backend.get_mode())
     fc(xv, wv)
     t0 = time.perf_counter()
-    for _ in range(5):
+    for _ in range(args.repeats):
         fc(xv, wv)
-    dt = (time.perf_counter() - t0) / 5
+    dt = (time.perf_counter() - t0) / args.repeats
     flops = 2 * np.prod(c.shape) * np.prod(wv.shape[1:])
     print(f"3-D convolution forward: {dt * 1e3:.1f} ms, {flops / dt / 1e9:.0f} GFLOP/s")
 

@@ -3,8 +3,10 @@
 import gzip
 import importlib.util
 import pickle
+import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -85,4 +87,38 @@ def test_neuro_3d_example(tmp_path, capsys):
         "--size", "48", "48", "12"])
     assert set(metrics) >= {"accuracy", "f1"}
     assert (tmp_path / "neuro3d.param").exists() and (tmp_path / "data" / "raw_1.h5").exists()
-    assert "update 3:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "update 3:" in out
+    assert "3 iterations are too few to learn" in out  # said before the run
+    if metrics["f1"] <= metrics["baseline_f1"]:
+        assert "no better than a trivial guess after 3 iterations" in out  # and after it
+    with h5py.File(tmp_path / "prediction.h5", "r") as f:
+        prob = f["prob"][()]
+    assert prob.shape == (2, 48, 48, 12)
+    assert (tmp_path / "prediction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+
+
+def test_every_example_is_covered():
+    assert EXAMPLE_NAMES == ["mnist_autoencoder", "mnist_cnn", "mnist_cnn_dropout", "mnist_mlp",
+                             "neuro_3d", "ops_tour"]
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_help_shows_the_defaults_and_runs_nothing(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_example(name).main(["--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage:") and "compiled" not in out  # ops_tour: no tour on --help
+    options = [o for o in re.findall(r"(--[a-z-]+)", out) if o != "--help"]
+    assert options and out.count("(default: ") == len(set(options))  # every option shows it
+
+
+def test_long_default_runs_say_so(capsys):
+    with pytest.raises(SystemExit):
+        load_example("mnist_mlp").main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "training steps (default: 100000)" in out and "about 2 hours" in out
