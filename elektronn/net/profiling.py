@@ -1,13 +1,13 @@
-"""Inference speed and memory of a CNN architecture for several input sizes.
+"""Inference speed and memory of a CNN for several input sizes.
 
 :func:`profile_input_sizes` builds the same conv architecture for input sizes from small to
-large, times the forward pass (``class_probabilities``) and reports the dense prediction speed
-and the memory a pass needs, so that a patch size for ``predictDense`` can be chosen. The
-command ``elektronn-profile`` (:func:`main`) does the same from the shell.
+large, times the forward pass (``class_probabilities``, :func:`measure_forward`) and reports the
+dense prediction speed and the memory a pass needs, so that a patch size for ``predictDense``
+can be chosen. :func:`sweep_sizes` picks the sizes to try from a calculator's valid inputs. The
+command ``elektronn-profile`` (:mod:`elektronn.scripts.profile`) does the same from the shell,
+for a training config or an architecture given by its filters and poolings.
 """
 
-import argparse
-import json
 import logging
 import statistics
 import sys
@@ -17,11 +17,11 @@ import tracemalloc
 import numpy as np
 from tqdm.auto import tqdm
 
-from elektronn import backend
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
 
-__all__ = ["profile_input_sizes", "candidate_input_sizes", "format_table", "main"]
+__all__ = ["profile_input_sizes", "candidate_input_sizes", "sweep_sizes", "measure_forward",
+           "format_table", "DEFAULT_MAX_SIZE"]
 
 logger = logging.getLogger("elektronn")
 
@@ -241,6 +241,33 @@ def _profile_one(size, filters, poolings, mfp, nof, n_ch, n_lab, activation_func
     cnn = _build(size, filters, poolings, mfp, nof, n_ch, n_lab, activation_func, seed)
     getattr(cnn.class_probabilities, "fn", None)  # compile now if compiling is deferred
     compile_s = time.perf_counter() - t0
+    return dict(measure_forward(cnn, n_ch, repeats, rng), compile_s=compile_s)
+
+
+def measure_forward(cnn, n_ch=1, repeats=3, rng=None):
+    """Time the forward pass (``class_probabilities``) of a batch-1 image net on random input.
+
+    Parameters
+    ----------
+    cnn : MixedConvNN
+        A compiled 2-D or 3-D conv net of batch size 1 (or None).
+    n_ch : int, optional
+        Its input channels.
+    repeats : int, optional
+        Timed passes after a warm-up pass; the median is reported.
+    rng : numpy.random.Generator, optional
+        Source of the random input (default seeded with 0).
+
+    Returns
+    -------
+    dict
+        ``input_size``, ``output_size``, ``output_strides``, ``passes``, ``first_pass_s``,
+        ``pass_s``, ``voxels_per_s`` and ``peak_mem_mb``, as described in
+        :func:`profile_input_sizes`.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    size = tuple(int(s) for s in cnn.input_shape[2:]) if len(cnn.input_shape) == 4 else \
+        (int(cnn.input_shape[1]),) + tuple(int(s) for s in cnn.input_shape[3:])
     shape = (1, n_ch) + size if len(size) == 2 else (1, size[0], n_ch) + size[1:]
     x = rng.random(shape, dtype=np.float32)
     t0 = time.perf_counter()
@@ -248,24 +275,85 @@ def _profile_one(size, filters, poolings, mfp, nof, n_ch, n_lab, activation_func
     first_pass_s = time.perf_counter() - t0
     _, peak = _traced_peak(cnn.class_probabilities, x)
     times = []
-    for _ in range(repeats):
+    for _ in range(max(int(repeats), 1)):
         t0 = time.perf_counter()
         cnn.class_probabilities(x)
         times.append(time.perf_counter() - t0)
     pass_s = statistics.median(times)
-    out = tuple(int(s) for s in cnn.output_shape[2:])
+    out = tuple(int(s) for s in cnn.output_shape[2:])  # class probabilities (bs, n_lab, ...)
     strides = [int(s) for s in cnn.output_strides]
     return {
         "input_size": size,
         "output_size": out,
         "output_strides": strides,
         "passes": int(np.prod(strides)),
-        "compile_s": compile_s,
         "first_pass_s": first_pass_s,
         "pass_s": pass_s,
         "voxels_per_s": float(np.prod(out)) / pass_s,
         "peak_mem_mb": peak / 2**20,
     }
+
+
+def sweep_sizes(valid_inputs, n_sizes=6, max_size=None, anisotropic=False, n_z=3):
+    """Input sizes to profile, from a calculator's valid inputs.
+
+    ``x = y`` is spread geometrically over the valid sizes of both axes (up to ``max_size``).
+    For 3-D nets ``z`` is ``x`` (the nearest valid size not above it) or, for anisotropic nets
+    (ELEKTRONN 1.0's ``elektronn-profile``), the first valid z above ``x / 8.5`` (else the
+    largest) and the valid sizes next to it, ``n_z`` in all.
+
+    Parameters
+    ----------
+    valid_inputs : list of list of int
+        Per axis (``(x, y)`` or ``(z, x, y)``), as ``CNNCalculator.valid_inputs``.
+    n_sizes : int
+        Number of ``x`` sizes.
+    max_size : int or tuple of int, optional
+        Largest size per axis (default :data:`DEFAULT_MAX_SIZE`).
+    anisotropic : bool
+        3-D only: choose z as described above.
+    n_z : int
+        3-D anisotropic only: z sizes per ``x``.
+
+    Returns
+    -------
+    list of tuple of int
+        Sorted by ``x``, then ``z``; without repeats.
+
+    Examples
+    --------
+    >>> sweep_sizes([[5, 7, 9, 11], list(range(20, 200, 2)), list(range(20, 200, 2))],
+    ...             n_sizes=2, max_size=(32, 100, 100), anisotropic=True, n_z=2)
+    [(5, 20, 20), (7, 20, 20), (9, 100, 100), (11, 100, 100)]
+    """
+    n_dim = len(valid_inputs)
+    limits = DEFAULT_MAX_SIZE[n_dim] if max_size is None else max_size
+    limits = (int(limits),) * n_dim if np.ndim(limits) == 0 else tuple(int(m) for m in limits)
+    if len(limits) != n_dim:
+        raise ValueError(f"max_size needs {n_dim} entries, got {max_size!r}")
+    xy = sorted(set(valid_inputs[-2]) & set(valid_inputs[-1]))
+    xy = [v for v in xy if v <= min(limits[-2:])] or xy[:1]
+    if not xy:
+        raise ValueError("no input size is valid for both x and y")
+    xs = []
+    for t in np.linspace(0.0, 1.0, max(int(n_sizes), 1)):
+        target = xy[0] * (xy[-1] / xy[0]) ** t
+        x = max(v for v in xy if v <= target + 1e-9)
+        if x not in xs:
+            xs.append(x)
+    if n_dim == 2:
+        return [(x, x) for x in xs]
+    zs = [v for v in valid_inputs[0] if v <= limits[0]] or list(valid_inputs[0][:1])
+    sizes = []
+    for x in xs:
+        if not anisotropic:
+            chosen = [max([z for z in zs if z <= x] or zs[:1])]
+        else:  # ELEKTRONN 1.0's find_z, then its neighbours
+            k = next((j for j, z in enumerate(zs) if z > int(x / 8.5)), len(zs) - 1)
+            lo = max(0, min(k - (n_z - 1) // 2, len(zs) - n_z))
+            chosen = zs[lo:lo + n_z]
+        sizes += [(z, x, x) for z in chosen if (z, x, x) not in sizes]
+    return sizes
 
 
 _COLUMNS = (("input", 16), ("output", 16), ("passes", 6), ("compile[s]", 10), ("pass[s]", 10),
@@ -293,95 +381,3 @@ def format_table(results, header=True):
                  f"{r['voxels_per_s'] / 1e6:.4g}", f"{r['peak_mem_mb']:.1f}")
         lines.append("  ".join(f"{c:>{w}}" for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
     return "\n".join(lines)
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-def _int_tuple(text):
-    """``'1,4,4'`` -> ``(1, 4, 4)``; ``'3'`` -> ``3``."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int or ints separated by commas, "
-                                         f"got {text!r}") from None
-    return values[0] if len(values) == 1 else values
-
-
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="elektronn-profile",
-        description="Time the forward pass of a conv architecture (plus a 1x1 output layer) "
-                    "for several input sizes and report the dense prediction speed and the "
-                    "memory of a pass. 3-D sizes are given in zxy order.",
-        epilog="example: elektronn-profile --filters 1,4,4 1,3,3 3,3,3 --pools 1,2,2 1,2,2 "
-               "1,1,1 --nof-filters 10 25 40 --mfp")
-    p.add_argument("--filters", nargs="+", type=_int_tuple, required=True,
-                   help="filter size per layer: an int or ints per axis, e.g. 1,4,4")
-    p.add_argument("--pools", nargs="+", type=_int_tuple, required=True,
-                   help="pooling factors per layer, e.g. 1,2,2")
-    p.add_argument("--nof-filters", nargs="+", type=int, default=None,
-                   help="number of filters per layer (default 16 each)")
-    p.add_argument("--mfp", action="store_true", help="max-fragment-pooling in pooling layers")
-    p.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
-    p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
-    p.add_argument("--activation", default="relu", help="activation function (default relu)")
-    p.add_argument("--sizes", type=int, default=5, metavar="N",
-                   help="number of input sizes (default 5)")
-    p.add_argument("--max-size", type=_int_tuple, default=None,
-                   help="largest input size, an int or one per axis (default 512 for 2-D, "
-                        "32,192,192 for 3-D)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per size (default 3)")
-    p.add_argument("--mode", choices=backend.MODES, default=None,
-                   help="compilation mode (see elektronn.backend)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
-    return p
-
-
-def main(argv=None):
-    """Entry point of ``elektronn-profile``.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (default ``sys.argv[1:]``); ``--help`` lists them.
-
-    Returns
-    -------
-    int
-        0 on success.
-
-    Raises
-    ------
-    SystemExit
-        With status 2 for invalid arguments (as argparse does), after printing the usage.
-    """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.mode is not None:
-        from elektronn import backend
-
-        backend.set_mode(args.mode)
-    try:
-        results = profile_input_sizes(
-            args.filters, args.pools, n_ch=args.channels, n_lab=args.classes, MFP=args.mfp,
-            activation_func=args.activation, nof_filters=args.nof_filters,
-            n_sizes=args.sizes, repeats=args.repeats, max_size=args.max_size, verbose=True)
-    except ValueError as err:
-        parser.error(str(err))
-    if args.json:
-        report = {
-            "architecture": {"filters": args.filters, "pools": args.pools,
-                             "nof_filters": args.nof_filters, "mfp": args.mfp,
-                             "channels": args.channels, "classes": args.classes,
-                             "activation": args.activation},
-            "results": results,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"results written to {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,12 +1,10 @@
-"""Tests of the input-size profiler and the elektronn-profile command."""
-
-import json
+"""Tests of the input-size profiler (elektronn-profile: tests/scripts/test_profile.py)."""
 
 import pytest
 
 from elektronn.net import profiling
 from elektronn.net.netutils import CNNCalculator
-from elektronn.net.profiling import candidate_input_sizes, main, profile_input_sizes
+from elektronn.net.profiling import candidate_input_sizes, profile_input_sizes, sweep_sizes
 
 FILTERS, POOLS = [3, 3], [2, 1]
 
@@ -22,6 +20,21 @@ def test_candidate_sizes_are_valid_and_spread():
     valid = CNNCalculator(FILTERS + [1], POOLS + [1], MFP=[1, 0, 1], n_dim=2).valid_inputs[0]
     assert mfp[0] == (valid[0], valid[0]) and all(s in valid for s in mfp[-1])
     assert mfp[-1][0] <= 20 and mfp[-1][1] <= 30
+
+
+def test_sweep_sizes():
+    valid = [[3, 5, 7, 9], list(range(10, 60, 3)), list(range(10, 60, 6))]
+    xy = sorted(set(valid[1]) & set(valid[2]))  # 10, 16, ..., 58: valid for x and y
+    assert sweep_sizes(valid[1:], n_sizes=3, max_size=60) == [(10, 10), (22, 22), (58, 58)]
+    iso = sweep_sizes(valid, n_sizes=2, max_size=(8, 60, 60))
+    assert iso == [(7, 10, 10), (7, 58, 58)]  # z: the largest valid z not above x (and 8)
+    aniso = sweep_sizes(valid, n_sizes=2, max_size=60, anisotropic=True, n_z=3)
+    # x=10: the first z above int(10 / 8.5) = 1 is 3; x=58: the first above 6 is 7
+    assert aniso == [(3, 10, 10), (5, 10, 10), (7, 10, 10), (5, 58, 58), (7, 58, 58),
+                     (9, 58, 58)]
+    assert all(z in valid[0] and x in xy for z, x, _ in aniso)
+    with pytest.raises(ValueError, match="max_size needs 3 entries"):
+        sweep_sizes(valid, max_size=(1, 2))
 
 
 def test_profile_two_sizes(capsys):
@@ -47,68 +60,6 @@ def test_profile_mfp_explicit_sizes():
         profile_input_sizes(FILTERS, POOLS, MFP=True, sizes=[(10, 10)])
 
 
-def test_cli_writes_json(tmp_path, capsys):
-    out = tmp_path / "speed.json"
-    rc = main(["--filters", "3", "3", "--pools", "2", "1", "--nof-filters", "4", "4",
-               "--sizes", "2", "--max-size", "16", "--repeats", "1", "--json", str(out)])
-    assert rc == 0
-    report = json.loads(out.read_text())
-    assert report["architecture"]["filters"] == [3, 3]
-    assert [r["input_size"] for r in report["results"]] == [[8, 8], [16, 16]]
-    assert all(r["voxels_per_s"] > 0 for r in report["results"])
-    assert "peak[MiB]" in capsys.readouterr().out
-
-
-def _valid_out(size, filters, pools):
-    """Output of valid convolutions and pooling, by hand: (s - f + 1) // p per layer."""
-    for f, p in zip(filters, pools, strict=True):
-        size = (size - f + 1) // p
-    return size
-
-
-def _mfp_out(size, filters, pools):
-    """Dense output of max-fragment pooling: every phase crops p - 1, fragments interleave."""
-    stride = 1
-    for f, p in zip(filters, pools, strict=True):
-        size = (size - f + 1 - (p - 1)) // p
-        stride *= p
-    return size * stride
-
-
-@pytest.mark.parametrize("mfp", [False, True])
-def test_cli_3d_and_mfp_nets(tmp_path, mfp):
-    """elektronn-profile on a 3-D net (z, x, y), with and without max-fragment-pooling."""
-    filters, pools = [(1, 3, 3), (2, 3, 3)], [(1, 2, 2), (1, 1, 1)]
-    out = tmp_path / "speed.json"
-    rc = main(["--filters", "1,3,3", "2,3,3", "--pools", "1,2,2", "1,1,1", "--nof-filters",
-               "3", "4", "--sizes", "2", "--max-size", "6,30,30", "--repeats", "1",
-               "--json", str(out)] + (["--mfp"] if mfp else []))
-    assert rc == 0
-    report = json.loads(out.read_text())
-    assert report["architecture"]["mfp"] is mfp
-    assert len(report["results"]) == 2
-    for r in report["results"]:
-        size = r["input_size"]
-        assert len(size) == 3 and all(s <= m for s, m in zip(size, (6, 30, 30), strict=True))
-        per_axis = [[f[a] for f in filters] for a in range(3)], [[p[a] for p in pools]
-                                                                 for a in range(3)]
-        expect = [(_mfp_out if mfp else _valid_out)(s, f, p)
-                  for s, f, p in zip(size, *per_axis, strict=True)]
-        assert r["output_size"] == expect
-        assert r["output_strides"] == ([1, 1, 1] if mfp else [1, 2, 2])
-        assert r["passes"] == (1 if mfp else 4)
-        assert r["pass_s"] > 0 and r["voxels_per_s"] > 0
-    assert report["results"][-1]["input_size"][0] == 6
-
-
-def test_cli_rejects_bad_arguments(capsys):
-    with pytest.raises(SystemExit) as err:
-        main(["--filters", "3", "3", "--pools", "2"])
-    assert err.value.code == 2
-    assert "one entry per layer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--filters", "3,x", "--pools", "2"])
-
-
 def test_module_api():
-    assert {"profile_input_sizes", "main"} <= set(profiling.__all__)
+    assert {"profile_input_sizes", "measure_forward", "sweep_sizes"} <= set(profiling.__all__)
+    assert not hasattr(profiling, "main")  # the command is elektronn.scripts.profile
