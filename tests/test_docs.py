@@ -103,6 +103,7 @@ def isolated(tmp_path, monkeypatch):
     """Run in ``tmp_path``; restore the backend mode, logging and matplotlib afterwards."""
     monkeypatch.chdir(tmp_path)
     mode = backend.mode_name()
+    backend.set_mode("numpy")  # the pages describe the default mode
     root, lib = logging.getLogger(), logging.getLogger("elektronn")
     saved = (list(root.handlers), root.level, lib.level)
     yield tmp_path
@@ -112,14 +113,110 @@ def isolated(tmp_path, monkeypatch):
         sys.modules["matplotlib.pyplot"].close("all")
 
 
+# --- results promised in comments -------------------------------------------------------------
+# ``print(x)  # (4, 10)`` promises what the print shows; so do comment-only lines right after a
+# print.  The promise's literals (numbers, quoted strings, bracketed expressions) must appear in
+# the printed text in that order; words between them are prose, and so is everything after
+# ": " (an explanation).  "..." in a literal leaves it out.
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w])")
+
+
+def _literals(promise):
+    """The literal parts of a promised output, in order."""
+    promise = promise.split(": ")[0]
+    out, i = [], 0
+    while i < len(promise):
+        ch = promise[i]
+        if ch in "([":
+            depth, j = 0, i
+            while j < len(promise):
+                depth += (promise[j] in "([") - (promise[j] in ")]")
+                j += 1
+                if depth == 0:
+                    break
+            out.append(promise[i:j])
+            i = j
+        elif ch in "'\"":
+            j = promise.find(ch, i + 1)
+            j = len(promise) if j < 0 else j
+            out.append(promise[i + 1:j])
+            i = j + 1
+        else:
+            m = _NUMBER.match(promise, i)
+            if m and m.start() == i:
+                out.append(m.group())
+                i = m.end()
+            else:
+                i += 1
+    return [" ".join(t.split()) for t in out if "..." not in t]
+
+
+def promises(code, first_line):
+    """``{page line of a print: promised text}`` of one code block."""
+    lines, found = code.splitlines(), {}
+    for k, text in enumerate(lines):
+        stmt, _, comment = text.partition("#")
+        if "print(" not in stmt:
+            continue
+        following = []
+        for nxt in lines[k + 1:]:
+            if not nxt.lstrip().startswith("#"):
+                break
+            following.append(nxt.lstrip()[1:].strip())
+        promise = comment.strip() if comment.strip() else " ".join(following)
+        if promise:
+            found[first_line + k] = promise
+    return found
+
+
+def check_promise(line, promise, printed):
+    text = " ".join(printed.split())
+    pos = 0
+    for literal in _literals(promise):
+        at = text.find(literal, pos)
+        assert at >= 0, f"line {line}: promised {literal!r} ({promise!r}), printed {printed!r}"
+        pos = at + len(literal)
+
+
+def test_promise_checker():
+    assert _literals("(8, 2), every row sums to 1") == ["(8, 2)", "1"]
+    assert _literals("[[0, 0], [0, 1]] [2, 2]") == ["[[0, 0], [0, 1]]", "[2, 2]"]
+    assert _literals("'numpy', unless ELEKTRONN_MODE says otherwise") == ["numpy"]
+    assert _literals("[24 24] (1, 2): input 24 suits MFP") == ["[24 24]", "(1, 2)"]
+    assert _literals("needs batch_size 1 (...), got batch_size=4") == ["1", "4"]
+    check_promise(1, "19 9.5 4", "19 9.5 4\n")
+    with pytest.raises(AssertionError, match="promised '4'"):
+        check_promise(1, "19 9.5 4", "19 9.5 3\n")
+    with pytest.raises(AssertionError):
+        check_promise(1, "(2, 6) (2, 3)", "(2, 3) (2, 6)")  # order matters
+    code = "x = 1\nprint(x)   # 1\nprint(x, x)\n# 1 1\nprint(2)\n"
+    assert promises(code, 10) == {11: "1", 12: "1 1"}
+
+
 @pytest.mark.parametrize("page", [p.name for p in PAGES if runnable_blocks(p.read_text())])
 def test_page_code_runs(page, isolated):
-    namespace = {"__name__": f"docs.{page}"}
+    """Every block runs, and every print shows what its comment promises."""
+    printed = {}
+
+    def recording_print(*args, sep=" ", end="\n", **kwargs):
+        frame = sys._getframe(1)
+        if frame.f_code.co_filename == str(DOCS / page):
+            printed[frame.f_lineno] = printed.get(frame.f_lineno, "") + sep.join(
+                map(str, args)) + end
+        print(*args, sep=sep, end=end, **kwargs)
+
+    namespace = {"__name__": f"docs.{page}", "print": recording_print}
     if page in _PRELUDES:
         exec(compile(_PRELUDES[page], f"<prelude of {page}>", "exec"), namespace)
+    promised = {}
     for line, code in runnable_blocks((DOCS / page).read_text()):
         # Pad with blank lines so that tracebacks show the line numbers of the page.
         exec(compile("\n" * (line - 1) + code, str(DOCS / page), "exec"), namespace)
+        promised.update(promises(code, line))
+    for line, promise in promised.items():
+        assert line in printed, f"{page}:{line}: the print promising {promise!r} never ran"
+        check_promise(f"{page}:{line}", promise, printed[line])
 
 
 @pytest.mark.slow
