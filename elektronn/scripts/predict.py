@@ -8,7 +8,7 @@ Usage::
 ``SAVE_FOLDER`` is a training run's folder (``save_path``): its ``Backup/config.py`` gives the
 architecture and its ``*-LAST.param`` the parameters (``--params`` picks another file, e.g.
 ``_end.param``).  ``INPUT`` is ``vol.zarr``, ``vol.zarr/group/array`` or ``file.h5:dataset``
-with the layout ``(ch, x, y[, z])``; ``OUTPUT`` is a zarr path (or ``file.h5:dataset``
+with the layout ``(ch, x, y[, z])``, or ``(x, y[, z])`` for one channel (ELEKTRONN's cubes); ``OUTPUT`` is a zarr path (or ``file.h5:dataset``
 without a cluster).  The prediction is :func:`elektronn.net.volume.predict_volume`: resumable
 (``--resume``), on this process, a LocalCluster (``--workers N``) or a running dask scheduler
 (``--scheduler ADDRESS``).  See docs/large-volumes.md.
@@ -19,6 +19,8 @@ import glob
 import logging
 import os
 import sys
+
+import numpy as np
 
 __all__ = ["main", "build_parser"]
 
@@ -64,6 +66,20 @@ def build_parser():
                    help="mirror-pad the input so that the output has its size")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+class _SingleChannel:
+    """A lazy ``(1, x, y[, z])`` view of a one-channel volume stored as ``(x, y[, z])``."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = (1, *array.shape)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        return np.asarray(self.array[index[1:]])[np.newaxis][index[:1]]
 
 
 class UsageError(ValueError):
@@ -121,6 +137,19 @@ def _target_exists(target):
         os.path.exists(os.path.join(where, inner, ".zarray"))
 
 
+def _channel_view(raw, config, args, source):
+    """``raw`` with a channel axis: a volume with only the net's spatial axes is one channel."""
+    from elektronn.training.config import Config
+
+    n_dim = Config(config, use_existing_dir=True).n_dim
+    if raw.ndim != n_dim:
+        return raw
+    if (args.workers is not None or args.scheduler is not None) and hasattr(raw, "file"):
+        raise UsageError(f"{source} has no channel axis ({raw.shape}): on a cluster give an "
+                         f"input (1, {', '.join(map(str, raw.shape))}) or a zarr array")
+    return _SingleChannel(raw)
+
+
 def _client(args, stack):
     if args.workers is None and args.scheduler is None:
         return None
@@ -175,6 +204,7 @@ def main(argv=None):
                 raw = open_volume(source)
                 if hasattr(raw, "file"):
                     stack.callback(raw.file.close)
+                raw = _channel_view(raw, config, args, source)
                 if _target_exists(target) and not (args.resume or args.overwrite):
                     raise UsageError(f"{target} exists: pass --resume to continue it or "
                                      "--overwrite to replace it")

@@ -200,3 +200,13 @@ def test_local_cluster_of_two_workers(run, tmp_path):
     assert n > 2 and f"{n} of {n} blocks computed" in result.stderr
     np.testing.assert_allclose(read(out), run["want"], atol=1e-6, rtol=0)
     assert pickle.loads(pickle.dumps(run["cnn"])).n_lab == 2
+
+
+def test_volume_without_channel_axis_is_one_channel(run, tmp_path):
+    """ELEKTRONN's cubes (and the demo's) are stored (x, y, z): read as (1, x, y, z), lazily."""
+    with h5py.File(tmp_path / "xyz.h5", "w") as f:
+        f["raw"] = run["raw"][0]
+    assert main([str(run["save"]), f"{tmp_path}/xyz.h5:raw", f"{tmp_path}/p.h5:prob",
+                 "--quiet"]) == 0
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        np.testing.assert_allclose(f["prob"][()], run["want"], atol=1e-6)
