@@ -110,6 +110,8 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[str]:
         Permissions of the written file.
     """
     directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path}: the folder {directory} does not exist")
     remove_stale_temps(directory, name)
     tmp = os.path.join(directory, temp_name(name))
     try:

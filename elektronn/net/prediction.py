@@ -26,6 +26,7 @@ every per-axis quantity is in the image's (x, y, z) order.
 import itertools
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -420,6 +421,21 @@ def _predict_tile(cnn, geo, tile, prob):
 
 
 # --- the public function ----------------------------------------------------------------------
+def _count_non_finite(raw):
+    """Voxels of an image (array or array-like, read slab by slab) that are NaN or inf."""
+    if np.dtype(raw.dtype).kind != "f":
+        return 0
+    step = max(1, 2 ** 24 // max(1, int(np.prod(raw.shape[:-1]))))
+    return sum(int(np.count_nonzero(~np.isfinite(np.asarray(raw[..., k:k + step]))))
+               for k in range(0, raw.shape[-1], step))
+
+
+def _warn_non_finite(n_bad, n_total):
+    warnings.warn(f"predictDense: {n_bad} of {n_total} input voxels are not finite (NaN or "
+                  "inf); the prediction is NaN within the field of view of each of them",
+                  RuntimeWarning, stacklevel=4)
+
+
 def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False, pad_raw=False):
     """Predict the class probabilities of every pixel of an image or volume, tile by tile.
 
@@ -472,6 +488,10 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
     off = _offsets(cnn, offset, geo.n_dim)
     size, pad, n_pred, base = _plan_image(geo, raw.shape, has_z, off, pad_raw)
     scale = 255 if np.issubdtype(raw.dtype, np.integer) else 1
+    # an array is counted at once; a lazy one (h5py) only if a tile shows NaN or inf
+    n_bad = _count_non_finite(raw) if isinstance(raw, np.ndarray) else None
+    if n_bad:
+        _warn_non_finite(n_bad, raw.size)
 
     starts = [tile_starts(n, a.tile_out) for n, a in zip(n_pred, geo.axes, strict=True)]
     n_tiles = tuple(len(s) for s in starts)
@@ -490,7 +510,11 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
         for start in itertools.product(*starts):
             idxs = [source_indices(s + b, a.tile_in, p, n)
                     for s, b, a, p, n in zip(start, base, geo.axes, pad, size, strict=True)]
-            _predict_tile(cnn, geo, _read_tile(raw, idxs, tile_in, has_z, scale), prob)
+            tile = _read_tile(raw, idxs, tile_in, has_z, scale)
+            if n_bad is None and not np.isfinite(tile).all():
+                n_bad = _count_non_finite(raw)
+                _warn_non_finite(n_bad, int(np.prod(raw.shape)))
+            _predict_tile(cnn, geo, tile, prob)
             n = [min(a.tile_out, m - s) for a, m, s in zip(geo.axes, n_pred, start, strict=True)]
             block = prob[(slice(None), *(slice(0, k) for k in n))]
             if as_uint8:

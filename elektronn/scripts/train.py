@@ -11,15 +11,35 @@ Ctrl-C opens ELEKTRONN's console after the current step (see
 :mod:`elektronn.training.console`): change the learning rate, save parameters, run a line of
 Python, continue or stop; without a terminal Ctrl-C stops cleanly with everything saved.
 ``--resume`` continues from ``<save_path>/<save_name>-LAST.param`` without
-clearing the folder.
+clearing the folder. See docs/long-trainings.md for resuming and for what is kept where.
+
+Exit codes: 0 the training ended (steps done or runtime reached), 1 it diverged, 2 bad
+configuration or data (nothing was deleted or trained), 130 interrupted (Ctrl-C).
 """
 
 import argparse
 import logging
+import logging.handlers
 import os
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_DONE", "EXIT_DIVERGED", "EXIT_BAD_INPUT",
+           "EXIT_INTERRUPTED"]
+
+EXIT_DONE, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_EPILOG = """exit codes:
+  0    the training ended: n_steps done or max_runtime reached
+  1    the training diverged (NaN/inf loss); the last good parameters are in
+       <save_name>_end.param
+  2    bad configuration or data, or nothing to --resume: reported before anything is
+       compiled, trained or deleted
+  130  interrupted (Ctrl-C); the parameters and history are saved
+
+An existing save_path folder (overwrite = True) is moved to <save_path>.previous-<time> once
+the data has been checked, and removed when the new run saves its first parameters.
+--resume continues the step count, learning rate schedule, optimiser state, snapshot and
+preview counters and random state of the saved run."""
 
 logger = logging.getLogger("elektronn")
 
@@ -51,7 +71,8 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="elektronn-train",
         description="Train an ELEKTRONN CNN/MLP with the training pipeline. The config file is "
-                    "executed as Python (see the example configs).")
+                    "executed as Python (see the example configs).",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file (a path, or the name of an example config)")
     p.add_argument("--gpu", type=_gpu, default=None,
                    help="accepted for ELEKTRONN 1.0 compatibility and ignored: PyTensor selects "
@@ -88,14 +109,16 @@ def main(argv=None):
     Returns
     -------
     int
-        0 after a normal end, an interruption or reaching the runtime; 1 if the training
-        diverged; 2 for a configuration error.
+        :data:`EXIT_DONE` (0) after the steps or the runtime, :data:`EXIT_DIVERGED` (1) if
+        the training diverged, :data:`EXIT_BAD_INPUT` (2) for a bad configuration, bad data
+        or nothing to resume, :data:`EXIT_INTERRUPTED` (130) after Ctrl-C.
     """
     args = build_parser().parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")
     from elektronn.training.config import Config, ConfigError
+    from elektronn.training.volumes import DataError
 
     overrides = dict(args.set)
     if args.steps is not None:
@@ -105,33 +128,43 @@ def main(argv=None):
     old_level = logger.level
     logger.setLevel(logging.INFO)
     handlers = [_add_handler(logging.StreamHandler(sys.stderr))]
+    # the log file is made once the folder is: until then the records wait in memory
+    early = _add_handler(logging.handlers.MemoryHandler(10 ** 6, flushLevel=logging.CRITICAL + 1))
+    handlers.append(early)
+    trainer = None
     try:
         try:
             config = Config(args.config, args.gpu, os.path.abspath(__file__),
                             use_existing_dir=args.resume, overrides=overrides or None)
-        except (ConfigError, RuntimeError) as e:
+            from elektronn.training.trainer import Trainer
+
+            trainer = Trainer(config)
+            trainer.checkSaveFolder(args.resume, args.param_file)
+            trainer.loadData()
+            trainer.prepareSaveFolder(args.resume)
+        except (ConfigError, DataError, RuntimeError) as e:
             logger.error("%s", e)
-            return 2
-        os.makedirs(config.save_path, exist_ok=True)
+            return EXIT_BAD_INPUT
         log_file = os.path.join(config.save_path, f"{config.save_name}.log")
         handlers.append(_add_handler(logging.FileHandler(log_file, encoding="utf-8")))
-        from elektronn.training.trainer import Trainer
-
-        trainer = Trainer(config)
-        try:
-            trainer.loadData()
-        except ConfigError as e:
-            logger.error("%s", e)
-            return 2
+        early.setTarget(handlers[-1])
+        early.close()  # flushes the early records into the file
+        logger.removeHandler(early)
         trainer.debugGetCNNBatch()
         trainer.createNet()
         if args.resume:
             trainer.resume(args.param_file)
         reason = trainer.run()
-        return 1 if reason == "diverged" else 0
+        if reason == "diverged":
+            return EXIT_DIVERGED
+        return EXIT_INTERRUPTED if reason in ("interrupt", "killed") else EXIT_DONE
     except KeyboardInterrupt:
-        logger.warning("Interrupted before the training started")
-        return 130
+        if trainer is not None and trainer.stop_reason is not None:
+            logger.warning("Interrupted again while saving: the files of the last completed "
+                           "save are kept")
+        else:
+            logger.warning("Interrupted before the training started")
+        return EXIT_INTERRUPTED
     finally:
         for h in handlers:
             logger.removeHandler(h)

@@ -36,11 +36,11 @@ Warp parameters, flips and grey augmentation use this generator too.
 CNNData: changes against ELEKTRONN 1.0
 --------------------------------------
 Kept (see docs/differences.md): the cut position is ``randint(0, s - p)`` per axis, so the last
-position of a cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the source
-become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
+position of a cube is never drawn (T7, only ``s == p`` gives shift 0); warped labels outside the
+source become class 0 (T9); ``downsample_xy`` averages integer labels with floor division (T8);
 ``offset`` and ``stride`` are floored to ints; cube priorities are relative weights, not
-normalised by the user. Fixed: the 2-D choice of transposed slicing directions checks the
-slice axes (T7's second half); ``addDataFromNdarray`` builds ``info`` per cube and accepts
+normalised by the user. Fixed: the 2-D choice of transposed slicing directions checks the slice
+axes (T7's second half); ``addDataFromNdarray`` builds ``info`` per cube and accepts
 ``(z, x, y)`` images (T13); an empty validation set raises a clear ``ValueError``; an empty
 label dataset becomes zeros also with ``zchxy_order``; example weights work for 2-D and for a
 zero offset; an axis where the cube is exactly as large as the patch gets shift 0 even if
@@ -57,8 +57,10 @@ import numpy as np
 from elektronn.training import patches
 from elektronn.training.affinities import make_affinities
 from elektronn.training.volumes import (
+    DataError,
     H5Volume,
     convert,
+    dataset_info,
     image_divisor,
     label_chunks,
     read_dataset,
@@ -181,6 +183,7 @@ class CNNData:
         self.names, self.info = [], []
         self.train_d, self.train_l, self.train_i = [], [], []
         self.valid_d, self.valid_l, self.valid_i = [], [], []
+        self._train_unchecked, self._valid_unchecked = [], []  # image files to check per patch
 
     def _per_dim(self, value, name):
         if value is None:
@@ -223,18 +226,21 @@ class CNNData:
             raise ValueError("d_files and l_files must be lists of the same length")
         if downsample_xy and not self.in_memory:
             raise NotImplementedError("downsample_xy needs in_memory=True")
-        self.names += d_files
-        data, label, info = [], [], []
+        data, label, info, sources, unchecked = [], [], [], [], []
         for d_entry, l_entry in zip(d_files, l_files, strict=True):
-            d, lb, i = self._read_cube(os.path.join(d_path, d_entry[0]), d_entry[1],
-                                      os.path.join(l_path, l_entry[0]), l_entry[1])
+            d_file, l_file = (os.path.join(d_path, d_entry[0]), os.path.join(l_path, l_entry[0]))
+            d, lb, i = self._read_cube(d_file, d_entry[1], l_file, l_entry[1])
             if downsample_xy:
                 d, lb = self._downsample(d, lb, int(downsample_xy))
             logger.info("Internal data.shape=%s, label.shape=%s", d.shape, lb.shape)
             data.append(d)
             label.append(lb)
             info.append(i)
-        self._addCubes(data, label, info, cube_prios, valid_cubes)
+            sources.append(f"{l_file} (dataset {l_entry[1]!r})")
+            unchecked.append(f"{d_file} (dataset {d_entry[1]!r})"
+                             if isinstance(d, H5Volume) else None)
+        self.names += d_files
+        self._addCubes(data, label, info, cube_prios, valid_cubes, sources, unchecked)
 
     def addDataFromNdarray(self, d_train, l_train, d_valid=(), l_valid=(), cube_prios=None):
         """Add cubes that are already in memory, in the internal layout.
@@ -267,15 +273,18 @@ class CNNData:
             if self.mode == "img-img" and lb.shape != (d.shape[0],) + d.shape[2:]:
                 raise ValueError(f"labels {lb.shape} must have the spatial shape of the images "
                                  f"{d.shape} (z, ch, x, y)")
+            _check_finite(d, f"image array #{len(data)}")
             data.append(convert(d, np.dtype(np.float32), image_divisor(d.dtype)))
             label.append(lb)
         n = len(d_train)
         start = len(self.names)
         self.names += [f"directly_added_data_{k}" for k in range(start, start + len(d_all))]
         self._addCubes(data, label, [None] * len(d_all), cube_prios,
-                       valid_cubes=range(n, len(d_all)))
+                       valid_cubes=range(n, len(d_all)),
+                       sources=[f"label array #{k}" for k in range(len(d_all))])
 
-    def _addCubes(self, data, label, info, cube_prios, valid_cubes):
+    def _addCubes(self, data, label, info, cube_prios, valid_cubes, sources, unchecked=None):
+        unchecked = unchecked or [None] * len(data)
         if self.mode == "img-scalar":
             data = patches.border_treatment(data, self.patch_size, self.border_mode, self.n_dim)
         if self.pre_process:
@@ -283,15 +292,18 @@ class CNNData:
         if self.n_lab is None:
             values = [np.unique(np.asarray(c)) for lb in label for c in label_chunks(lb)]
             self.n_lab = int(np.unique(np.hstack(values)).size)
+        for lb, source in zip(label, sources, strict=True):
+            self._check_label_values(lb, source)
         default = (np.ones(self.n_lab), np.zeros(self.n_lab))
         info = [default if i is None else self._check_info(i) for i in info]
         self.info += info
         valid_cubes = set(valid_cubes)
-        for k, (d, lb, i) in enumerate(zip(data, label, info, strict=True)):
-            target = ((self.valid_d, self.valid_l, self.valid_i) if k in valid_cubes
-                      else (self.train_d, self.train_l, self.train_i))
-            for lst, item in zip(target, (d, lb, i), strict=True):
-                lst.append(item)
+        for k, item in enumerate(zip(data, label, info, unchecked, strict=True)):
+            target = ((self.valid_d, self.valid_l, self.valid_i, self._valid_unchecked)
+                      if k in valid_cubes else
+                      (self.train_d, self.train_l, self.train_i, self._train_unchecked))
+            for lst, x in zip(target, item, strict=True):
+                lst.append(x)
         if cube_prios is None or len(cube_prios) == 0:
             prios = np.array([lb.size for lb in self.train_l], dtype=float)
         else:
@@ -304,6 +316,15 @@ class CNNData:
         self._training_count = len(self.train_d)
         self._valid_count = len(self.valid_d)
         logger.info("%r", self)
+
+    def _check_label_values(self, lb, source):
+        """Class labels must be below ``n_lab`` (negative ones mean 'ignore')."""
+        if self.ldtype.kind != "i" or self.affinity:  # regression values, segment IDs
+            return
+        top = max((int(c.max()) for c in label_chunks(lb) if c.size), default=0)
+        if top >= self.n_lab:
+            raise DataError(f"{source}: holds the label {top}, but n_lab={self.n_lab} allows "
+                            f"only the classes 0..{self.n_lab - 1} (negative: ignore)")
 
     def _check_info(self, info):
         info = np.asarray(info)
@@ -330,10 +351,9 @@ class CNNData:
     def _read_cube(self, d_file, d_key, l_file, l_key):
         """One cube as internal volumes (arrays, or on-disk views with ``in_memory=False``)."""
         logger.info("Loading %s and %s", d_file, l_file)
-        with h5py.File(d_file, "r") as f:
-            d_shape, d_dtype = f[d_key].shape, f[d_key].dtype
+        d_shape, d_dtype = dataset_info(d_file, d_key)
+        l_shape, _ = dataset_info(l_file, l_key)
         with h5py.File(l_file, "r") as f:
-            l_shape = f[l_key].shape
             info = f["info"][()] if "info" in f else None
         if len(d_shape) not in (3, 4):
             raise ValueError(f"{d_file}:{d_key}: images must have 3 or 4 axes, got {d_shape}")
@@ -356,6 +376,7 @@ class CNNData:
                 arr = np.asarray(d)
                 d.close()
                 d = arr
+                _check_finite(arr, f"{d_file} (dataset {d_key!r})")
             return d, lb, info
         sh = (d.shape[0],) + d.shape[2:]
         if empty:
@@ -364,7 +385,9 @@ class CNNData:
             if len(l_shape) != 3:
                 raise ValueError(f"{l_file}:{l_key}: labels must be 3-D, got {l_shape}")
             lb = H5Volume(l_file, l_key, l_axes, dtype=self.ldtype)
-            d_cut, l_cut = patches.strip_geometry(sh, lb.shape, patches.off3(self.offset))
+            d_cut, l_cut = patches.strip_geometry(
+                sh, lb.shape, patches.off3(self.offset),
+                f"{l_file} (dataset {l_key!r}) and {d_file} (dataset {d_key!r})")
             sh = [s - 2 * c for s, c in zip(sh, d_cut, strict=True)]
             d = d.crop([d_cut[0], 0, d_cut[1], d_cut[2]], [sh[0], d.shape[1], sh[1], sh[2]])
             lb = lb.crop([c - o for c, o in zip(l_cut, patches.off3(self.offset), strict=True)], sh)
@@ -374,21 +397,22 @@ class CNNData:
             d.close()
             lb.close()
             d, lb = arrays
+            _check_finite(d, f"{d_file} (dataset {d_key!r})")
         return d, lb, info
 
     def _check_label_range(self, lb):
         if self.ldtype.kind != "i":
             return
-        with h5py.File(lb.path, "r") as f:
-            ds_dtype = f[lb.key].dtype
+        _, ds_dtype = dataset_info(lb.path, lb.key)
         if np.can_cast(ds_dtype, self.ldtype):
             return
         lim = np.iinfo(self.ldtype)
         raw = H5Volume(lb.path, lb.key, lb.axes, dtype=ds_dtype)
         for block in raw.chunks():
             if block.size and (block.max() > lim.max or block.min() < lim.min):
-                raise ValueError(f"labels in {lb.path} must be cast to {self.ldtype}, which cannot "
-                                 f"store {block.max()}; renumber them")
+                raise DataError(f"labels in {lb.path} (dataset {lb.key!r}) must be cast to "
+                                f"{self.ldtype}, which cannot store {block.max()}; renumber "
+                                "them")
 
     def _downsample(self, d, lb, f):
         """Average ``f x f`` blocks in x and y; integer labels are floor-divided (T8, kept)."""
@@ -481,8 +505,10 @@ class CNNData:
             images = np.zeros((batch_size, ps[0], self.n_ch, ps[1], ps[2]), np.float32)
         labels, infos = [], []
         while len(labels) < batch_size:
-            d, lb, info = self._getcube(source)
+            d, lb, info, unchecked = self._getcube(source)
             d, lb = self._warpAugment(d, lb, warp_on, ignore_thresh)
+            if unchecked is not None:  # too large to scan at load: check what is read
+                _check_finite(d, unchecked, "a patch of the image")
             if ignore_thresh and not np.any(info[1]) and np.mean(lb < 0) > ignore_thresh:
                 continue
             if flip:
@@ -534,12 +560,12 @@ class CNNData:
                 raise ValueError("there are no training cubes")
             p = self.rng.random()
             i = np.flatnonzero(self._sampling_weight <= p)[-1]
-            return self.train_d[i], self.train_l[i], self.train_i[i]
+            return self.train_d[i], self.train_l[i], self.train_i[i], self._train_unchecked[i]
         if not self.valid_d:
             raise ValueError("Validation Set empty (valid_cubes=[]): disable testing on "
                              "validation data")
         i = self.rng.integers(0, len(self.valid_d))
-        return self.valid_d[i], self.valid_l[i], self.valid_i[i]
+        return self.valid_d[i], self.valid_l[i], self.valid_i[i], self._valid_unchecked[i]
 
     def _warpAugment(self, d, lb, warp_on, ignore_thresh):
         if warp_on is True or warp_on == 1:
@@ -622,3 +648,13 @@ class CNNData:
         weights += (diff < -0.1) * gain * (-diff - 0.1)
         weights += (diff > 0.05) * gain * (diff - 0.05)
         return weights
+
+
+def _check_finite(arr, source, what="the image"):
+    """Raise DataError if a float array holds NaN or inf (integer images cannot)."""
+    if arr.dtype.kind != "f":
+        return
+    bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise DataError(f"{source}: {what} holds {bad} non-finite values (NaN or inf) of "
+                        f"{arr.size}; training on it would diverge. Repair or mask the data.")

@@ -41,7 +41,6 @@ import logging
 import numbers
 import os
 import re
-import shutil
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from elektronn.atomicio import atomic_write
-from elektronn.defaults import OPTIMIZERS, TARGETS, architecture_defaults
+from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, OPTIMIZERS, TARGETS, architecture_defaults
 from elektronn.net.netutils import CNNCalculator
 
 __all__ = [
@@ -120,7 +119,8 @@ _OPTIONS = (
     )),
     ("Paths and general", (
         ("save_name", "Test", ("str",), "name of the model (and of its folder)"),
-        ("overwrite", True, ("bool", "int"), "delete an existing save_path folder"),
+        ("overwrite", True, ("bool", "int"),
+         "replace an existing save_path folder (it is moved aside until the first save)"),
         ("param_file", _NET["param_file"], ("path", "None"),
          "parameter file to initialise the net from"),
         ("seed", None, ("int", "None"),
@@ -407,6 +407,14 @@ def _check_types(options, source):
         value = options.get(name)
         if _KINDS["int"][0](value) and value < 1:
             problems.append(f"{name} must be at least 1, got {value}")
+    problems += _optimizer_param_problems(options)
+    schedule = options.get("LR_schedule")
+    if isinstance(schedule, list | tuple):
+        for entry in schedule:
+            if not (isinstance(entry, list | tuple) and len(entry) == 2
+                    and _KINDS["int"][0](entry[0]) and _KINDS["real"][0](entry[1])):
+                problems.append(f"LR_schedule entries must be (step, learning rate) pairs of "
+                                f"an int and a number, got {entry!r}")
     if problems:
         raise ConfigError(f"{source}:\n  " + "\n  ".join(problems))
 
@@ -434,6 +442,30 @@ def parse_override(name, text):
     if {"str", "path"} & set(kinds) and not any(_KINDS[kind][0](value) for kind in kinds):
         return text
     return value
+
+
+def _optimizer_param_problems(options):
+    """Unknown keys and values of the wrong type in the ``<optimiser>_params`` dicts."""
+    defaults = {f"{name}_params": NET_OPTIMIZER_DEFAULTS[name] for name in OPTIMIZERS}
+    problems = []
+    for name, valid in defaults.items():
+        params = options.get(name)
+        if not isinstance(params, Mapping):
+            continue
+        for key, value in params.items():
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), list(valid), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                problems.append(f"{name}: {key!r} is not a parameter of this optimiser (valid: "
+                                f"{sorted(valid)}).{hint}")
+                continue
+            default = valid[key]
+            kind = "bool" if isinstance(default, bool) else (
+                "int" if isinstance(default, int) else "real")
+            if not _KINDS[kind][0](value):
+                problems.append(f"{name}[{key!r}] must be {_KINDS[kind][1]}, got {value!r} "
+                                f"({type(value).__name__})")
+    return problems
 
 
 def find_config_file(config_file):
@@ -630,9 +662,9 @@ class Config:
     The values are the defaults (:class:`DefaultConfig`), updated from the config file and
     then from ``overrides``; they are checked, normalised (:meth:`fixValues`) and checked for
     consistency (:meth:`checkConfig`). For image modes the input size is chosen with
-    :func:`~elektronn.net.netutils.CNNCalculator`. Unless ``use_existing_dir``, the folder
-    ``save_path`` is created with backups of the config and trainer script
-    (:meth:`backupScripts`).
+    :func:`~elektronn.net.netutils.CNNCalculator`. A configuration creates no folder and writes
+    no file: the :class:`~elektronn.training.trainer.Trainer` creates ``save_path`` when the
+    run starts, after the data was loaded and checked.
 
     Parameters
     ----------
@@ -644,9 +676,11 @@ class Config:
         ELEKTRONN 1.0 selected a Theano GPU with it. PyTensor has no such switch; the value
         is kept as :attr:`gpu` for the caller (docs/differences.md, T16) and otherwise ignored.
     trainer_file : str, os.PathLike or None, optional
-        The script that drives the training, copied to ``<save_path>/Backup/elektronn-train``.
+        The script that drives the training, copied to ``<save_path>/Backup/elektronn-train``
+        when the run starts (:meth:`backupScripts`).
     use_existing_dir : bool, optional
-        Neither create ``save_path`` nor back anything up (e.g. to predict with a trained net).
+        Kept for ELEKTRONN 1.0's signature (there it kept a configuration from creating
+        ``save_path``); stored as :attr:`use_existing_dir`.
     override_MFP_to_active : bool, optional
         Use max-fragment-pooling in every layer that pools, and ``batch_size = 1`` (for
         prediction with the config of a training).
@@ -674,8 +708,7 @@ class Config:
     Raises
     ------
     RuntimeError
-        If the file is not found or cannot be executed, or the save folder exists and
-        ``overwrite`` is False.
+        If the file is not found or cannot be executed.
     ConfigError
         If options are unknown, of the wrong type, or do not fit together.
 
@@ -693,6 +726,7 @@ class Config:
                  override_MFP_to_active=False, imposed_input_size=None, *,
                  default_config=None, overrides=None):
         self.gpu = gpu
+        self.trainer_file = trainer_file
         self.use_existing_dir = use_existing_dir
         self.override_MFP_to_active = override_MFP_to_active
         self.imposed_input_size = imposed_input_size
@@ -708,7 +742,6 @@ class Config:
             self._chooseInput()
         if not use_existing_dir:
             self.checkDataFiles()
-            self.backupScripts(trainer_file)
         if gpu not in (None, False):
             logger.info("gpu=%r ignored: PyTensor selects its device through its own "
                         "configuration", gpu)
@@ -944,39 +977,25 @@ class Config:
         if len(self.patch_size) == 1:
             self.patch_size *= self.n_dim
 
-    def backupScripts(self, trainer_file=None):
-        """Create ``save_path`` with copies of the config file and the trainer script.
+    def backupScripts(self, trainer_file=None, folder=None):
+        """Write copies of the config file and the trainer script into ``<folder>/Backup``.
 
-        ``<save_path>/Backup/config.py`` is the config file (written from
-        :attr:`user_options` if there is no file or there are overrides, so it gives the same
-        configuration), ``<save_path>/Backup/elektronn-train`` the trainer script (if given).
-        Files are written atomically.
+        ``Backup/config.py`` is the config file (written from :attr:`user_options` if there
+        is no file or there are overrides, so it gives the same configuration),
+        ``Backup/elektronn-train`` the trainer script (if given). Files are written
+        atomically; nothing is deleted. The :class:`~elektronn.training.trainer.Trainer`
+        calls this when a run starts, after the data was loaded and checked.
 
         Parameters
         ----------
         trainer_file : str or os.PathLike, optional
-            The script that drives the training.
-
-        Raises
-        ------
-        RuntimeError
-            If ``save_path`` exists and ``overwrite`` is False, or it would delete the
-            current directory, one above it, the home directory or the file system root.
+            The script that drives the training (default :attr:`trainer_file`).
+        folder : str or os.PathLike, optional
+            The training folder (default ``save_path``); it must exist.
         """
-        save_path = Path(self.save_path)
-        if save_path.exists():
-            if not self.overwrite:
-                raise RuntimeError(f"The save directory {save_path} does already exist!")
-            resolved, cwd = save_path.resolve(), Path.cwd().resolve()
-            if resolved in (cwd, *cwd.parents, Path.home().resolve()) \
-                    or resolved == Path(resolved.anchor):
-                raise RuntimeError(f"Refusing to delete {resolved} to overwrite it: it is the "
-                                   "current, home or root directory or contains the current "
-                                   "one. Choose another save_path.")
-            logger.info("Overwriting existing save directory: %s", save_path)
-            shutil.rmtree(save_path)
-        backup = save_path / "Backup"
-        backup.mkdir(parents=True)
+        trainer_file = self.trainer_file if trainer_file is None else trainer_file
+        backup = Path(self.save_path if folder is None else folder) / "Backup"
+        backup.mkdir(exist_ok=True)
         if trainer_file is not None:
             _atomic_copy(trainer_file, backup / "elektronn-train")
         if self.config_file is not None and not self._overridden:

@@ -13,15 +13,26 @@ by :meth:`~BackgroundProc.get` with the worker's traceback. As in ELEKTRONN 1.0 
 called once in the parent first: it fails early there, and it fixes the dtypes and shapes
 every batch must have (docs/differences.md, T19).
 
-Requires the ``fork`` start method (Linux, macOS with care): the workers inherit the loaded
-data instead of pickling it.
+Workers are started with ``spawn`` (a fresh interpreter that receives the pickled target),
+never by forking the trainer: forking a process that runs threads (JAX, OpenMP, BLAS) can
+deadlock, and Python warns about it. A target that cannot be pickled or whose module cannot
+be imported by name (a lambda, a nested function, a class loaded from a file path) falls back
+to ``fork``, with a logged warning. Workers exit when their parent dies, whatever kills it
+(kill -9, the out-of-memory killer): on Linux the kernel sends them SIGKILL
+(``prctl(PR_SET_PDEATHSIG)``), and everywhere a thread in each worker watches the parent.
 """
 
+import ctypes
+import importlib.util
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
+import pickle
 import queue
 import signal
+import sys
+import threading
 import time
 import traceback
 
@@ -38,9 +49,33 @@ def _as_tuple(result):
     return tuple(result) if isinstance(result, list | tuple) else (result,)
 
 
-def _worker(target, args, kwargs, out, stop, seed):
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid):
+    """End this process when its parent dies (kill -9 of the trainer included)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc with prctl: the thread below remains
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:  # died before prctl took effect
+        os._exit(1)
+    parent = mp.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is not None:
+        def watch():
+            multiprocessing.connection.wait([sentinel])  # readable once the parent is gone
+            os._exit(1)
+
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _worker(target, args, kwargs, out, stop, seed, parent_pid):
     """Loop of one worker: produce batches into ``out`` until ``stop`` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     np.random.seed(seed)  # T5: the global state differs per worker (warping uses it)
     while not stop.is_set():
         try:
@@ -55,6 +90,25 @@ def _worker(target, args, kwargs, out, stop, seed):
                 continue
         if item[0] == "error":
             return
+
+
+def _start_method(target, args, kwargs):
+    """'spawn' if the target travels by pickle to a fresh interpreter, else 'fork'."""
+    try:
+        pickle.dumps((target, args, kwargs))
+    except Exception as e:  # noqa: BLE001 (any reason: lambdas, locals, open files)
+        return "fork", f"it cannot be pickled ({type(e).__name__}: {e})"
+    func = getattr(target, "__func__", target)
+    owner = getattr(target, "__self__", None)
+    module = getattr(type(owner) if owner is not None else func, "__module__", None)
+    if module not in (None, "__main__", "builtins") and module not in sys.builtin_module_names:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return "fork", f"its module {module!r} cannot be imported by name"
+    return "spawn", None
 
 
 def _drain(q):
@@ -86,6 +140,9 @@ class BackgroundProc:
         Finished batches each worker may hold.
     seed : int, optional
         Base of the workers' numpy seeds (default: drawn from fresh entropy).
+    start_method : {'spawn', 'forkserver', 'fork'}, optional
+        How workers are started (default: 'spawn' where the target can be pickled, see the
+        module notes).
 
     Attributes
     ----------
@@ -95,14 +152,14 @@ class BackgroundProc:
 
     Examples
     --------
-    >>> bg = BackgroundProc(lambda: np.zeros(3), n_proc=2)
+    >>> bg = BackgroundProc(np.zeros, n_proc=2, target_args=(3,))
     >>> bg.get()
     array([0., 0., 0.])
     >>> bg.shutdown()
     """
 
     def __init__(self, target, dtypes=None, shapes=None, n_proc=1, target_args=(),
-                 target_kwargs=None, profile=False, prefetch=2, seed=None):
+                 target_kwargs=None, profile=False, prefetch=2, seed=None, start_method=None):
         self.target = target
         self.target_args = tuple(target_args)
         self.target_kwargs = dict(target_kwargs or {})
@@ -114,7 +171,14 @@ class BackgroundProc:
             shapes = [np.shape(a) for a in first] if shapes is None else shapes
         self.dtypes = [np.dtype(d) for d in dtypes]
         self.shapes = [tuple(s) for s in shapes]
-        self._ctx = mp.get_context("fork")
+        if start_method is None:
+            start_method, why = _start_method(target, self.target_args, self.target_kwargs)
+            if why:
+                logger.warning("Batch workers are forked, not spawned, because the batch "
+                               "function %r %s; forking a process with threads may deadlock",
+                               target, why)
+        self.start_method = start_method
+        self._ctx = mp.get_context(start_method)
         seeds = np.random.SeedSequence(seed).generate_state(self.n_proc)
         self._stop = self._ctx.Event()
         self._queues, self._procs = [], []
@@ -122,7 +186,8 @@ class BackgroundProc:
             q = self._ctx.Queue(maxsize=max(1, int(prefetch)))
             p = self._ctx.Process(target=_worker, daemon=True, name=f"elektronn-batch-{k}",
                                   args=(target, self.target_args, self.target_kwargs, q,
-                                        self._stop, int(seeds[k])))
+                                        self._stop, int(seeds[k]),
+                                        None if start_method == "forkserver" else os.getpid()))
             p.start()
             self._queues.append(q)
             self._procs.append(p)

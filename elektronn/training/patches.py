@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 
+from elektronn.training.volumes import DataError
 from elektronn.training.warping import transposeIgnoreCh
 
 __all__ = ["border_treatment", "cut_patch", "off3", "random_shift", "strided_labels",
@@ -28,21 +29,41 @@ def valid_2d_transposes(shape, ps):
             if all(p <= s for p, s in zip(ps, np.take(shape, T)[1:], strict=True))]
 
 
-def strip_geometry(d_sh, l_sh, off):
+def strip_geometry(d_sh, l_sh, off, source="the labels and the image"):
     """Per spatial axis ``(data_cut, label_cut)`` that makes data and labels the same extent.
 
     Labels are assumed centred in the data; the data must be larger by ``2 * off`` (more
     data is cut away, fewer labels cut off with a warning). Labels of the same extent as the
     data (a label for every voxel, as in the synthetic cubes) lose their border of ``off``
     voxels, where the net has no full field of view: that is only logged (INFO).
+
+    Parameters
+    ----------
+    d_sh, l_sh : sequence of int
+        Spatial extents ``(z, x, y)`` of data and labels.
+    off : sequence of int
+        CNN offset ``(z, x, y)``.
+    source : str
+        Names the files in error messages.
+
+    Raises
+    ------
+    DataError
+        If the labels are larger than the data on an axis (e.g. saved in another axis
+        order), or are not centred (odd difference).
     """
+    if any(n > d for d, n in zip(d_sh, l_sh, strict=True)):
+        raise DataError(f"{source}: the labels {tuple(l_sh)} are larger than the image "
+                        f"{tuple(d_sh)} on an axis (z, x, y); were they saved in another axis "
+                        "order (see zchxy_order)?")
     d_cut, l_cut = [], []
     for d, n, o in zip(d_sh, l_sh, off, strict=True):
         diff = (d - n) - 2 * o
         if diff % 2:
-            raise ValueError(f"data extent {d_sh} and label extent {l_sh} (z, x, y) do not fit "
-                             f"the CNN offset {tuple(off)}: the labels must be centred in the data"
-                             f" and the difference minus twice the offset must be even")
+            raise DataError(f"{source}: image extent {tuple(d_sh)} and label extent "
+                            f"{tuple(l_sh)} (z, x, y) do not fit the CNN offset {tuple(off)}: "
+                            "the labels must be centred in the image and the difference minus"
+                            " twice the offset must be even")
         x = diff // 2
         d_cut.append(max(x, 0))
         l_cut.append(max(-x, 0))

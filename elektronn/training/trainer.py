@@ -4,41 +4,58 @@ A :class:`Trainer` loads the data a :class:`~elektronn.training.config.Config` d
 builds the net with :func:`~elektronn.net.netcreation.createNet` and trains it::
 
     trainer = Trainer(config)
-    trainer.loadData()
+    trainer.loadData()           # opens and checks every file
+    trainer.prepareSaveFolder()  # only now: the old run moved aside, the folder made
     trainer.createNet()
     trainer.run()
 
-Everything is written into ``config.save_path`` (atomically): ``<save_name>-LAST.param`` at
-every monitoring step, ``<save_name>-<h>h.param`` snapshots every ``param_save_h`` hours,
-``<save_name>_end.param`` at the end, the history in ``Backup/<save_name>.*.npy``, the
-progress plots ``<save_name>.*.png``, preview predictions and ``<save_name>.state.json`` (the
-step, time and learning rate :meth:`Trainer.resume` continues from).
+Everything is written into ``config.save_path`` (atomically and durably, see
+:mod:`elektronn.atomicio`): ``<save_name>-LAST.param``, the optimiser state
+``<save_name>.optimizer.npz`` and ``<save_name>.state.json`` (what :meth:`Trainer.resume`
+continues from) at every monitoring step, ``<save_name>-<h>h.param`` snapshots every
+``param_save_h`` hours, ``<save_name>_end.param`` at the end, the history in
+``Backup/<save_name>.*.npy``, the progress plots ``<save_name>.*.png`` and preview
+predictions. docs/long-trainings.md describes resuming and what is kept where.
 
 Differences to ELEKTRONN 1.0:
 
 * Ctrl-C opens the console (:mod:`elektronn.training.console`) after the current step
   finishes, not in the middle of it; without a terminal it stops the training cleanly, with
-  the parameters, history and plots saved as at a normal end.
-* A diverging loss (NaN or inf) ends the training without overwriting the ``-LAST`` parameters
-  (ELEKTRONN 1.0 opened the console).
+  the parameters, history and plots saved as at a normal end. A Ctrl-C during that final
+  save does not interrupt it.
+* A diverging loss (NaN or inf) ends the training with the last good parameters in
+  ``_end.param``, without overwriting the ``-LAST`` parameters (ELEKTRONN 1.0 opened the
+  console).
+* An existing folder is moved aside, not deleted, and only after the data was checked.
 * Auxiliary inputs are passed in the compiled order (docs/differences.md, T3); ``reset`` passes
-  the weight
-  decay by keyword (T2); the training can be resumed (:meth:`Trainer.resume`).
+  the weight decay by keyword (T2); the training can be resumed (:meth:`Trainer.resume`).
 * Files go to ``save_path`` by absolute path; the working directory is not changed.
 """
 
+import copy
+import hashlib
 import io
 import json
 import logging
 import math
+import os
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from elektronn.training import console, trainutils
 from elektronn.training.parallelisation import BackgroundProc
 from elektronn.utils import pprinttime
+
+if TYPE_CHECKING:
+    from elektronn.net.convnet import MixedConvNN
+    from elektronn.training.config import Config
 
 __all__ = ["Trainer"]
 
@@ -81,10 +98,15 @@ class Trainer:
     stop_reason : str or None
         Why the last :meth:`run` ended: ``'steps'``, ``'runtime'``, ``'interrupt'`` or
         ``'diverged'`` or ``'killed'`` (the console's ``kill``: nothing saved at the end).
+    stop_message : str or None
+        The same in words, with the step (and for ``'diverged'`` the cause).
+    previous_run : Path or None
+        Where the run this one replaces was moved, until this run's first save.
     """
 
-    def __init__(self, config):
+    def __init__(self, config: "Config") -> None:
         self.config = config
+        self.previous_run = None  # the replaced run's folder, until the first save
         self.save_path = Path(config.save_path)
         self.save_name = config.save_name
         self.data = self.cnn = None
@@ -94,23 +116,33 @@ class Trainer:
         self.CG_timeline, self.history, self.timeline, self.errors = [], [], [], []
         self.step = 0
         self.stop_reason = None
+        self.stop_message = None
         self._t_offset = 0.0  # seconds of earlier (resumed) runs
         self._nll_ema = 0.65
+        self._next_param_h = config.param_save_h  # hours of the next snapshot / preview
+        self._next_prev_h = config.initial_prev_h
+        self._resuming = self._folder_ready = False
+        self._done = -1  # the last completed step
 
     # --- setup -------------------------------------------------------------------------------
 
     @property
-    def _image_data(self):
+    def _image_data(self) -> bool:
         c = self.config
         return c.mode != "vect-scalar" and c.data_class_name is None
 
-    def loadData(self):
+    def loadData(self) -> Any:
         """Load the training data (and the preview cubes) as the configuration says.
+
+        Every file is opened and checked here, before anything is compiled or written.
 
         Raises
         ------
         ConfigError
             If a data file is missing (see :meth:`Config.checkDataFiles`).
+        DataError
+            If a file cannot be read or holds unusable data (labels >= ``n_lab``, NaN or inf
+            in the images, labels larger than the images); the message names the file.
         """
         c = self.config
         if self._image_data:
@@ -149,7 +181,7 @@ class Trainer:
             self.preview_data = None
         return self.data
 
-    def createNet(self):
+    def createNet(self) -> "MixedConvNN":
         """Build and compile the net (:func:`~elektronn.net.netcreation.createNet`).
 
         Returns
@@ -172,7 +204,7 @@ class Trainer:
         self.CG_timeline = self.cnn.CG_timeline
         return self.cnn
 
-    def reset(self):
+    def reset(self) -> None:
         """Re-initialise the weights and optimiser settings and clear the histories (T2 fixed)."""
         c = self.config
         self.cnn.randomizeWeights()
@@ -181,7 +213,84 @@ class Trainer:
                                     weight_decay=c.weight_decay or 0.0)
         self.history, self.timeline, self.errors = [], [], []
         self.cnn.CG_timeline.clear()
-        self.step, self._t_offset, self._nll_ema = 0, 0.0, 0.65
+        self.step, self._done, self._t_offset, self._nll_ema = 0, -1, 0.0, 0.65
+        self._next_param_h, self._next_prev_h = c.param_save_h, c.initial_prev_h
+
+    # --- the training folder -------------------------------------------------------------------
+
+    def checkSaveFolder(self, resume: bool = False,
+                        param_file: str | os.PathLike | None = None) -> None:
+        """Check, before any long work, that the run can use its folder.
+
+        Parameters
+        ----------
+        resume : bool
+            The run continues the one in ``save_path``.
+        param_file : str or os.PathLike, optional
+            With ``resume``: the parameter file to continue from (default ``-LAST.param``).
+
+        Raises
+        ------
+        RuntimeError
+            If there is nothing to resume from, or ``save_path`` exists and ``overwrite`` is
+            False, or replacing it would move the current, home or root directory.
+        """
+        if resume:
+            param_file = Path(param_file or self.last_param_file)
+            if not param_file.is_file():
+                raise RuntimeError(f"cannot resume: there is no saved run ({param_file} does "
+                                   "not exist). Start the run without --resume.")
+            return
+        if not self.save_path.exists():
+            return
+        if not self.config.overwrite:
+            raise RuntimeError(f"The save directory {self.save_path} does already exist! Set "
+                               "overwrite = True to replace it, or resume it.")
+        resolved, cwd = self.save_path.resolve(), Path.cwd().resolve()
+        if resolved in (cwd, *cwd.parents, Path.home().resolve()) \
+                or resolved == Path(resolved.anchor):
+            raise RuntimeError(f"Refusing to replace {resolved}: it is the current, home or root "
+                               "directory or contains the current one. Choose another save_path.")
+
+    def prepareSaveFolder(self, resume: bool | None = None) -> None:
+        """Create ``save_path`` for the run, with backups of the config and trainer script.
+
+        Call it once the data was loaded and checked: an existing folder (``overwrite``) is
+        moved aside to ``<save_path>.previous-<time>``, not deleted, and removed only when the
+        new run has saved its first parameters (:attr:`previous_run` until then). With
+        ``resume`` the folder is kept as it is. Later calls do nothing.
+
+        Parameters
+        ----------
+        resume : bool, optional
+            Default: whether :meth:`resume` was called.
+
+        Raises
+        ------
+        RuntimeError
+            As :meth:`checkSaveFolder`.
+        """
+        if self._folder_ready:
+            return
+        resume = self._resuming if resume is None else resume
+        self.checkSaveFolder(resume)
+        if not resume and self.save_path.exists():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            old = self.save_path.with_name(f"{self.save_path.name}.previous-{stamp}")
+            self.save_path.rename(old)
+            self.previous_run = old
+            logger.info("The previous run in %s was moved to %s; it is removed when this run "
+                        "saves its first parameters", self.save_path, old)
+        self.save_path.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            self.config.backupScripts(folder=self.save_path)
+        self._folder_ready = True
+
+    def _drop_previous_run(self):
+        if self.previous_run is not None:
+            shutil.rmtree(self.previous_run, ignore_errors=True)
+            logger.info("Removed the replaced run %s", self.previous_run)
+            self.previous_run = None
 
     # --- files -------------------------------------------------------------------------------
 
@@ -189,26 +298,93 @@ class Trainer:
         return self.save_path / name
 
     @property
-    def last_param_file(self):
+    def last_param_file(self) -> Path:
         """``<save_path>/<save_name>-LAST.param``."""
         return self._path(f"{self.save_name}-LAST.param")
 
     @property
-    def state_file(self):
+    def state_file(self) -> Path:
         """``<save_path>/<save_name>.state.json``: where :meth:`resume` continues."""
         return self._path(f"{self.save_name}.state.json")
 
-    def saveState(self, param_file=None):
-        """Save the parameters (default ``-LAST.param``) and the resume state (atomic)."""
-        self.cnn.saveParameters(str(param_file or self.last_param_file), show=False)
-        state = dict(step=self.step, t_passed=self._t_offset + self._elapsed(),
+    @property
+    def optimizer_state_file(self) -> Path:
+        """``<save_path>/<save_name>.optimizer.npz``: the optimiser's momenta or moments."""
+        return self._path(f"{self.save_name}.optimizer.npz")
+
+    def saveState(self, param_file: str | os.PathLike | None = None) -> None:
+        """Save what :meth:`resume` needs, each file atomically.
+
+        The parameters (default ``-LAST.param``), the optimiser state (SGD momenta, Adam
+        moments, ...; :attr:`optimizer_state_file`) and, written last,
+        :attr:`state_file`: the last completed step, the time, the learning rate, the
+        snapshot and preview counters and the random states (data, numpy, the net's noise
+        streams).
+        """
+        self.prepareSaveFolder()
+        param_file = Path(param_file or self.last_param_file)
+        self.cnn.saveParameters(str(param_file), show=False)
+        self._drop_previous_run()
+        opt = self.cnn._optimizers.get(self.config.optimizer)
+        arrays = {f"state_{k}": np.asarray(var.get_value())
+                  for k, (var, _) in enumerate(getattr(opt, "_state", []))}
+        buf = io.BytesIO()
+        np.savez(buf, step_count=np.int64(getattr(opt, "step_count", 0)), **arrays)
+        trainutils.atomic_write(self.optimizer_state_file, buf.getvalue())
+        state = dict(step=self._done, t_passed=self._t_offset + self._elapsed(),
                      nll_ema=float(self._nll_ema), LR=float(self.cnn.SGD_LR.get_value()),
                      momentum=float(self.cnn.SGD_momentum.get_value()),
-                     optimizer=self.config.optimizer)
+                     optimizer=self.config.optimizer, next_param_h=self._next_param_h,
+                     next_prev_h=self._next_prev_h, saved_raw_preview=self.saved_raw_preview,
+                     param_file=param_file.name, param_sha256=_sha256(param_file),
+                     random=self._random_states())
         trainutils.atomic_write(self.state_file, json.dumps(state, indent=1).encode())
 
-    def resume(self, param_file=None):
-        """Continue from a saved training: parameters, step, time, learning rate and history.
+    def _random_states(self):
+        states = {"numpy": _jsonable(np.random.get_state(legacy=False)),
+                  "net": [g.get_value(borrow=True).bit_generator.state
+                          for g in self.cnn._rng_updates]}
+        if isinstance(getattr(self.data, "rng", None), np.random.Generator):
+            states["data"] = self.data.rng.bit_generator.state
+        return states
+
+    def _set_random_states(self, states):
+        state = dict(states["numpy"])
+        state["state"] = dict(state["state"], key=np.asarray(state["state"]["key"], np.uint32))
+        np.random.set_state(state)
+        for g, st in zip(self.cnn._rng_updates, states["net"], strict=True):
+            gen = copy.deepcopy(g.get_value())
+            gen.bit_generator.state = st
+            g.set_value(gen)
+        if "data" in states and isinstance(getattr(self.data, "rng", None), np.random.Generator):
+            self.data.rng.bit_generator.state = states["data"]
+
+    def _load_optimizer_state(self):
+        if not self.optimizer_state_file.is_file():
+            logger.warning("No optimiser state (%s): the momenta start from zero",
+                           self.optimizer_state_file.name)
+            return
+        opt = self.cnn._optimizer(self.config.optimizer)  # compiles it now, not at step 1
+        with np.load(self.optimizer_state_file, allow_pickle=False) as f:
+            arrays = [f[f"state_{k}"] for k in range(len(f.files) - 1)]
+            step_count = int(f["step_count"])
+        shapes = [var.get_value(borrow=True).shape for var, _ in opt._state]
+        if [a.shape for a in arrays] != shapes:
+            logger.warning("The optimiser state in %s does not fit the %s optimiser: the "
+                           "momenta start from zero", self.optimizer_state_file.name,
+                           self.config.optimizer)
+            return
+        for (var, _), value in zip(opt._state, arrays, strict=True):
+            var.set_value(value)
+        opt.step_count = step_count
+
+    def resume(self, param_file: str | os.PathLike | None = None) -> None:
+        """Continue a saved training where it stopped.
+
+        Restores the parameters, the step, time and learning rate, the optimiser state
+        (momenta, Adam moments), the snapshot and preview counters, the random states and
+        the history; :meth:`run` then continues with the next step, and gives the history
+        an uninterrupted run would have given (the learning rate schedule included).
 
         Parameters
         ----------
@@ -224,21 +400,35 @@ class Trainer:
         if not param_file.exists():
             raise FileNotFoundError(f"cannot resume: {param_file} does not exist")
         self.cnn.loadParameters(str(param_file), strict=True)
+        self._resuming = True
         if self.state_file.exists():
             state = json.loads(self.state_file.read_text())
-            self.step = int(state["step"]) + 1
+            if state.get("param_sha256") not in (None, _sha256(param_file)):
+                logger.warning("%s is not the parameter file %s was saved with (an "
+                               "interrupted save, or another file): the step, optimiser and "
+                               "random states may not fit these parameters", param_file.name,
+                               self.state_file.name)
+            self._done = int(state["step"])
+            self.step = self._done + 1
             self._t_offset = float(state["t_passed"])
             self._nll_ema = float(state["nll_ema"])
             self.cnn.setSGDLR(state["LR"])
             self.cnn.setSGDMomentum(state["momentum"])
+            self._next_param_h = state.get("next_param_h", self._next_param_h)
+            self._next_prev_h = state.get("next_prev_h", self._next_prev_h)
+            self.saved_raw_preview = state.get("saved_raw_preview", self.saved_raw_preview)
+            if "random" in state:
+                self._set_random_states(state["random"])
+            self._load_optimizer_state()
         hist = trainutils.loadHist(self.save_name, self.save_path)
-        self.history, self.timeline, self.errors = (hist["history"], hist["timeline"],
-                                                    hist["errors"])
-        self.timeline = [row for row in self.timeline if row[0] < self.step]
+        keep = [row for row in hist["history"] if row[0] < self.step]
+        self.history, self.errors = keep, [row for row in hist["errors"] if row[0] < self.step]
+        self.timeline = [row for row in hist["timeline"] if row[0] < self.step]
         logger.info("Resuming from %s at step %i", param_file, self.step)
 
-    def saveHistory(self, plot=True):
+    def saveHistory(self, plot: bool = True) -> None:
         """Write the history files and, if ``plot``, the progress plots."""
+        self.prepareSaveFolder()
         args = (self.timeline, self.history, self.CG_timeline, self.errors, self.save_name)
         if plot:
             trainutils.plotInfo(*args, folder=self.save_path)
@@ -250,7 +440,7 @@ class Trainer:
     def _n_label_parts(self):
         return 2 if self.config.target == "malis" else 1
 
-    def assembleArgs(self, batch):
+    def assembleArgs(self, batch: Sequence[np.ndarray]) -> list:
         """Order a batch and the configured extras as the compiled loss expects.
 
         Fixes T3 of docs/differences.md.
@@ -288,7 +478,7 @@ class Trainer:
     def _getbatch(self, kwargs, source="train"):
         return self.data.getbatch(source=source, **kwargs)
 
-    def testModel(self, source="train"):
+    def testModel(self, source: str = "train") -> tuple[float, float]:
         """Loss and error on one monitoring batch, with dropout switched off.
 
         Parameters
@@ -329,7 +519,9 @@ class Trainer:
 
     # --- previews ----------------------------------------------------------------------------
 
-    def predictAndWrite(self, raw_img, number=0, export_class="all", block_name="", z_thick=5):
+    def predictAndWrite(self, raw_img: np.ndarray, number: float = 0,
+                        export_class: str | int | Sequence[int] = "all",
+                        block_name: str | int = "", z_thick: int = 5) -> list[Path]:
         """Predict a block and write the central z-slices of the class maps as PNG.
 
         Parameters
@@ -392,13 +584,16 @@ class Trainer:
                          raw[:, :, z + dz], cmap="gray")
         return written
 
-    def previewSliceFromTrainData(self, cube_i=0, off=(0, 0, 0), sh=(10, 400, 400), number=0,
-                                  export_class="all"):
+    def previewSliceFromTrainData(self, cube_i: int = 0, off: Sequence[int] = (0, 0, 0),
+                                  sh: Sequence[int] = (10, 400, 400), number: float = 0,
+                                  export_class: str | int | Sequence[int] = "all"
+                                  ) -> list[Path]:
         """Predict a block ``(z, x, y)`` of a training cube (T11 fixed: y uses ``off[2]``)."""
         raw = self.data.previewBlock(cube_i, off, sh)
         return self.predictAndWrite(raw, number, export_class)
 
-    def previewSlice(self, number=0, export_class="all", max_z_pred=5):
+    def previewSlice(self, number: float = 0, export_class: str | int | Sequence[int] = "all",
+                     max_z_pred: int = 5) -> list[Path]:
         """Predict the central slab of every preview cube and write it as PNG.
 
         Parameters
@@ -463,7 +658,7 @@ class Trainer:
         trainutils.pickleSave(slices, self._path(f"MALIS-{name}.pkl"))
         return stats
 
-    def debugGetCNNBatch(self):
+    def debugGetCNNBatch(self) -> tuple | None:
         """Plot one training example and its label (img-img), as ``debugGetCNNBatch.png``.
 
         Returns
@@ -473,6 +668,7 @@ class Trainer:
         """
         if self.config.mode != "img-img" or not self._image_data:
             return None
+        self.prepareSaveFolder()
         kw = dict(self.get_batch_kwargs_test, strided=False, ret_info=True,
                   ret_example_weights=False)
         batch = self.data.getbatch(source="train", **kw)
@@ -503,39 +699,49 @@ class Trainer:
     def _elapsed(self):
         return time.time() - self._t_start if getattr(self, "_t_start", None) else 0.0
 
-    def run(self):
-        """Train until ``n_steps``, ``max_runtime`` or Ctrl-C; save everything at the end.
+    def run(self) -> str:
+        """Train until ``n_steps``, ``max_runtime``, Ctrl-C or divergence; save at the end.
+
+        After :meth:`resume` the run continues with the step after the saved one. A
+        non-finite loss (:class:`~elektronn.net.optimizer.NonFiniteLossError`; the optimiser
+        did not apply that step) stops the run: the last good parameters go to
+        ``<save_name>_end.param`` with the final plots, while ``-LAST.param`` and the state
+        stay those of the last monitoring step (a point to resume from, e.g. with a smaller
+        learning rate). :attr:`stop_message` says at which step and why it stopped.
 
         Returns
         -------
         str
-            :attr:`stop_reason`.
+            :attr:`stop_reason`: ``'steps'``, ``'runtime'``, ``'interrupt'`` or
+            ``'diverged'``.
         """
+        from elektronn.net.optimizer import NonFiniteLossError
+
         c, cnn = self.config, self.cnn
-        schedule = [tuple(e) for e in (c.LR_schedule or [])]
-        pending = schedule.pop(0) if schedule else None
+        self.prepareSaveFolder()
+        # entries before the first step were applied by the run that was resumed
+        schedule = sorted(tuple(e) for e in (c.LR_schedule or []) if e[0] >= self.step)
         bg = None
         self._t_start = time.time()
         if c.background_processes:
             bg = self._start_workers()
         t_train_ema, t_it_ema = 2.0, 2.0
-        next_param_h = c.param_save_h
-        next_prev_h = c.initial_prev_h
         freq = c.history_freq[0] if c.history_freq else 0
-        self.stop_reason = "steps"
+        self.stop_reason, self.stop_message = "steps", f"{c.n_steps} steps done"
         t_last = time.time()
-        i = self.step - 1
+        i = self.step
         interrupt = console.InterruptFlag().install()
         try:
             for i in range(self.step, c.n_steps):
-                self.step = i
                 batch = bg.get() if bg is not None else self._getbatch(self.get_batch_kwargs)
                 args = self.assembleArgs(batch)
-                nll, _, t_train = cnn.trainingStep(*args, mode=c.optimizer)
-                if not np.isfinite(nll):
-                    logger.error("Training diverged at step %i (loss %s): stopping without "
-                                 "saving over %s", i, nll, self.last_param_file.name)
-                    self.stop_reason = "diverged"
+                try:
+                    nll, _, t_train = cnn.trainingStep(*args, mode=c.optimizer)
+                except NonFiniteLossError as e:
+                    self._diverged(i, str(e))
+                    break
+                if not np.isfinite(nll):  # an optimiser that only warns
+                    self._diverged(i, f"the loss is {nll}")
                     break
                 self._nll_ema = trainutils.smooth_nll(self._nll_ema, nll, i)
                 now = time.time()
@@ -546,26 +752,26 @@ class Trainer:
                 batch_char = float(np.mean(args[1]))
                 self.timeline.append([i, t_passed, self._nll_ema, float(nll), batch_char])
 
-                hours = (now - self._t_start) / 3600
-                if c.param_save_h and hours >= next_param_h:
-                    name = f"{self.save_name}-{next_param_h:g}h.param"
+                hours = t_passed / 3600  # of the whole training: resumed runs continue
+                if c.param_save_h and hours >= self._next_param_h:
+                    name = f"{self.save_name}-{self._next_param_h:g}h.param"
                     cnn.saveParameters(str(self._path(name)), show=False)
-                    next_param_h += c.param_save_h
-                if self.preview_data is not None and hours >= next_prev_h:
+                    self._next_param_h += c.param_save_h
+                if self.preview_data is not None and hours >= self._next_prev_h:
                     try:
-                        self.previewSlice(number=round(next_prev_h, 3),
+                        self.previewSlice(number=round(self._next_prev_h, 3),
                                           **(c.preview_kwargs or {}))
                     except Exception as e:  # a preview must never stop the training
                         logger.warning("Preview failed: %s: %s", type(e).__name__, e)
-                    next_prev_h += c.prev_save_h or float("inf")
+                    self._next_prev_h += c.prev_save_h or float("inf")
 
-                if pending is not None and i == pending[0]:
-                    cnn.setSGDLR(pending[1])
-                    logger.info("LR schedule: LR set to %g at step %i", pending[1], i)
-                    pending = schedule.pop(0) if schedule else None
+                while schedule and i >= schedule[0][0]:
+                    cnn.setSGDLR(schedule[0][1])
+                    logger.info("LR schedule: LR set to %g at step %i", schedule[0][1], i)
+                    schedule.pop(0)
                 if i % 1000 == 0:  # T6: also at i=0
                     cnn.setSGDLR(cnn.SGD_LR.get_value() * c.LR_decay)
-
+                self.step, self._done = i + 1, i
                 if freq and i % freq == 0:
                     self._monitor(i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema)
                 if interrupt.requested:  # Ctrl-C: the console, between two steps
@@ -573,6 +779,7 @@ class Trainer:
                                                           t_it_ema, t_passed)
                     if action != console.RESUME:
                         self.stop_reason = "killed" if action == console.KILL else "interrupt"
+                        self.stop_message = f"stopped from the console after step {i}"
                         break
                     self._t_start += paused  # the pause is not training time
                     t_last += paused
@@ -582,22 +789,32 @@ class Trainer:
                         bg = self._start_workers()
                 if now - self._t_start > c.max_runtime:
                     self.stop_reason = "runtime"
+                    self.stop_message = f"the maximal runtime ({c.max_runtime} s) was reached"
                     logger.info("Maximal runtime (%s s) reached", c.max_runtime)
                     break
         except KeyboardInterrupt:
             self.stop_reason = "interrupt"
+            self.stop_message = f"interrupted (Ctrl-C) at step {i}"
             logger.warning("Interrupted (Ctrl-C) at step %i: saving and stopping", i)
         finally:
             interrupt.uninstall()
-            if bg is not None:
-                bg.shutdown()
-        self._finish()
+            with _interrupts_deferred():
+                if bg is not None:
+                    bg.shutdown()
+                self._finish()
         return self.stop_reason
 
     def _start_workers(self):
         c = self.config
         return BackgroundProc(self.data.getbatch, n_proc=max(2, int(c.background_processes)),
                               target_kwargs=self.get_batch_kwargs, seed=self.config.seed)
+
+    def _diverged(self, i, cause):
+        self.stop_reason = "diverged"
+        self.stop_message = (f"the training diverged at step {i}: {cause}. The parameters of "
+                             f"step {i - 1} are saved to {self.save_name}_end.param")
+        logger.error("%s; %s keeps those of the last monitoring step.", self.stop_message,
+                     self.last_param_file.name)
 
     def _monitor(self, i, t_passed, nll, args, batch_char, t_it_ema, t_train_ema):
         """Monitoring step: losses, errors, history, ``-LAST.param``, plots, status line."""
@@ -626,12 +843,58 @@ class Trainer:
                         1.0 / max(t_it_ema, 1e-9), pprinttime(t_passed))
 
     def _finish(self):
-        """Save the end parameters, ``-LAST.param``, state and plots (nothing after ``kill``)."""
+        """Save the end parameters and plots, and (unless diverged) ``-LAST.param``/state.
+
+        Nothing is saved after the console's ``kill``.
+        """
         if self.stop_reason == "killed":
             logger.info("End of Training (killed: nothing saved)")
             return
+        self.cnn.saveParameters(str(self._path(f"{self.save_name}_end.param")), show=False)
         if self.stop_reason != "diverged":
-            self.cnn.saveParameters(str(self._path(f"{self.save_name}_end.param")), show=False)
             self.saveState()
         self.saveHistory(plot=bool(self.config.plot_on))
-        logger.info("End of Training (%s)\n%s\n%s", self.stop_reason, "#" * 60, "#" * 60)
+        logger.info("End of Training (%s: %s)\n%s\n%s", self.stop_reason, self.stop_message,
+                    "#" * 60, "#" * 60)
+
+
+class _interrupts_deferred:
+    """Hold Ctrl-C back while the final files are written (main thread only).
+
+    A Ctrl-C in this time is reported and ignored: the save completes, so the files are
+    those of the end of the run.
+    """
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        logger.warning("Ctrl-C again: still saving, the run ends when the files are written")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    """Numpy arrays and scalars in nested dicts/tuples as lists and Python numbers."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return value

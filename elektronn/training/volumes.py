@@ -10,9 +10,46 @@ import os
 import h5py
 import numpy as np
 
-__all__ = ["H5Volume", "convert", "image_divisor", "read_dataset", "label_chunks"]
+__all__ = ["DataError", "H5Volume", "convert", "dataset_info", "image_divisor", "read_dataset",
+           "label_chunks"]
 
 _CHUNK = 2 ** 24  # elements per read when scanning a dataset on disk
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the file and the dataset."""
+
+
+def _h5_open(path, key=None):
+    """Open an HDF5 file (and check ``key``) with errors that name the file and dataset."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: the data file does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read as an HDF5 file (truncated or damaged?): "
+                        f"{e}") from None
+    if key is not None and not isinstance(f.get(key), h5py.Dataset):
+        names = []
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+        f.close()
+        raise DataError(f"{path}: has no dataset {key!r}; its datasets are {sorted(names)}")
+    return f
+
+
+def dataset_info(path, key):
+    """Shape and dtype of dataset ``key`` of the HDF5 file ``path``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, not readable as HDF5 (e.g. truncated) or has no such dataset;
+        the message names the file, the dataset and the datasets the file has.
+    """
+    with _h5_open(path, key) as f:
+        return f[key].shape, f[key].dtype
 
 
 class H5Volume:
@@ -67,7 +104,7 @@ class H5Volume:
 
     def _dataset(self):
         if self._handle is None or self._pid != os.getpid():  # h5py handles do not survive fork
-            self._handle = h5py.File(self.path, "r")
+            self._handle = _h5_open(self.path, self.key)
             self._pid = os.getpid()
         return self._handle[self.key]
 
@@ -157,7 +194,11 @@ class H5Volume:
                 return  # entirely outside the dataset: zeros
             fsl[ax] = slice(lo, hi)
             dst.append(slice(lo - (a + st), hi - (a + st)))
-        block = ds[tuple(fsl)]
+        try:
+            block = ds[tuple(fsl)]
+        except OSError as e:  # e.g. a chunk beyond the end of a truncated file
+            raise DataError(f"{self.path}: dataset {self.key!r} cannot be read (truncated or "
+                            f"damaged file?): {e}") from None
         block = np.transpose(block, [ax for ax in self.axes if ax is not None])  # to our order
         for i, ax in enumerate(self.axes):
             if ax is None:
@@ -191,9 +232,13 @@ def image_divisor(dtype):
 
 
 def read_dataset(path, key):
-    """The whole dataset ``key`` of the HDF5 file ``path`` as an array."""
-    with h5py.File(path, "r") as f:
-        return f[key][()]
+    """The whole dataset ``key`` of the HDF5 file ``path`` as an array (errors: DataError)."""
+    with _h5_open(path, key) as f:
+        try:
+            return f[key][()]
+        except OSError as e:
+            raise DataError(f"{path}: dataset {key!r} cannot be read (truncated or damaged "
+                            f"file?): {e}") from None
 
 
 def label_chunks(lb):

@@ -443,3 +443,34 @@ def test_errors_for_nets_that_cannot_predict_densely():
     cnn.addConvLayer(2, 3, pool_shape=1, is_last_layer=True)
     with pytest.raises(ValueError, match="compileOutputFunctions"):
         predict_dense(cnn, np.zeros((1, 6, 6), np.float32), offset=(1, 1))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_non_finite_input_warns_once_with_the_count(nets, lazy, tmp_path):
+    """NaN/inf input gives NaN over its field of view; one warning says how many voxels."""
+    import warnings
+
+    import h5py
+
+    img = IMG2[(23, 19)].astype(np.float32)
+    img[0, 5, 5] = np.nan
+    img[1, 5, 6] = np.inf
+    img[0, 20, 3] = np.nan
+    if lazy:  # an h5py dataset is read tile by tile
+        with h5py.File(tmp_path / "img.h5", "w") as f:
+            f["img"] = img
+        f = h5py.File(tmp_path / "img.h5", "r")
+        source = f["img"]
+    else:
+        source = img
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = predict_dense(nets["A"].cnn, source, show_progress=False)
+    if lazy:
+        f.close()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and f"3 of {img.size} input voxels are not finite" in messages[0]
+    assert np.isnan(got).any() and np.isfinite(got).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # finite input: no warning
+        predict_dense(nets["A"].cnn, IMG2[(23, 19)], show_progress=False)

@@ -22,6 +22,7 @@ from elektronn.net.volume import plan_volume  # noqa: E402
 from elektronn.scripts.predict import build_parser, main  # noqa: E402
 from elektronn.training.config import Config, DefaultConfig  # noqa: E402
 from elektronn.training.predictor import create_predncnn  # noqa: E402
+from elektronn.training.trainer import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,8 @@ def run(tmp_path_factory):
     write_cubes(root / "data", n_cubes=1, shape=(32, 32, 8))
     cfg = root / "tiny3d_config.py"
     cfg.write_text(CONFIG.format(save=f"{root}/save/", data=f"{root}/data/"))
-    config = Config(cfg, default_config=DefaultConfig(None))  # writes save/Backup/config.py
+    config = Config(cfg, default_config=DefaultConfig(None))
+    Trainer(config).prepareSaveFolder()  # as a run starts: save/ with Backup/config.py
     cnn = createNet(config, config.dimensions.input, 1, 2, config.dimensions, seed=0)
     for lay in cnn.layers:  # not the initial biases (all equal)
         lay.b.set_value(np.random.default_rng(1).normal(size=lay.b.get_value().shape)

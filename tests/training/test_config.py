@@ -21,6 +21,7 @@ from elektronn.training.config import (
     read_config_file,
     write_config_file,
 )
+from elektronn.training.trainer import Trainer
 
 MLP = dict(mode="vect-scalar", MLP_layers=[20, 10], n_lab=3)
 CNN2D = dict(mode="img-scalar", n_dim=2, desired_input=26, filters=[3, 3], pool=[2, 2],
@@ -360,6 +361,7 @@ def test_write_config_file_refuses_what_it_cannot_write(tmp_path):
 
 
 def test_backup_scripts(tmp_path, no_user_file):
+    """The Trainer makes the folder when the run starts; a config alone writes nothing."""
     trainer = write(tmp_path / "train.py", "print('train')\n")
     run = write(tmp_path / "run.py", f"""\
         save_path = {str(tmp_path / 'runs')!r}
@@ -369,14 +371,18 @@ def test_backup_scripts(tmp_path, no_user_file):
         MLP_layers = [3]
         """)
     c = Config(run, None, trainer, default_config=no_user_file)
+    assert not (tmp_path / "runs").exists()
+    Trainer(c).prepareSaveFolder()
     backup = tmp_path / "runs" / "x" / "Backup"
     assert c.save_path == str(tmp_path / "runs" / "x") + os.sep
     assert (backup / "config.py").read_text() == run.read_text()
     assert (backup / "elektronn-train").read_text() == trainer.read_text()
     assert stat.S_IMODE((backup / "config.py").stat().st_mode) == 0o755
     (backup / "old.txt").write_text("old")
-    Config(run, None, trainer, default_config=no_user_file)  # overwrite=True: a fresh folder
+    again = Trainer(Config(run, None, trainer, default_config=no_user_file))
+    again.prepareSaveFolder()  # overwrite=True: a fresh folder, the old one moved aside
     assert not (backup / "old.txt").exists()
+    assert (again.previous_run / "Backup" / "old.txt").read_text() == "old"
 
 
 def test_backup_refuses_to_overwrite(tmp_path, no_user_file, monkeypatch):
@@ -386,17 +392,19 @@ def test_backup_refuses_to_overwrite(tmp_path, no_user_file, monkeypatch):
         MLP_layers = [3]
         """)
     (tmp_path / "r").mkdir()
+    config = Config(run, None, None, default_config=no_user_file,
+                    overrides=dict(overwrite=False))
     with pytest.raises(RuntimeError, match="does already exist"):
-        Config(run, None, None, default_config=no_user_file, overrides=dict(overwrite=False))
+        Trainer(config).prepareSaveFolder()
     monkeypatch.chdir(tmp_path / "r")
-    with pytest.raises(RuntimeError, match="Refusing to delete"):
-        Config(run, None, None, default_config=no_user_file)
+    with pytest.raises(RuntimeError, match="Refusing to replace"):
+        Trainer(Config(run, None, None, default_config=no_user_file)).prepareSaveFolder()
     assert (tmp_path / "r").is_dir()
 
 
 def test_backup_with_overrides_writes_the_effective_file(tmp_path, no_user_file):
     options = dict(MLP, save_path=str(tmp_path / "o"), batch_size=3)
-    Config(None, default_config=no_user_file, overrides=options)
+    Trainer(Config(None, default_config=no_user_file, overrides=options)).prepareSaveFolder()
     backup = tmp_path / "o" / "Backup" / "config.py"
     again = Config(backup, use_existing_dir=True, default_config=no_user_file)
     assert again.batch_size == 3 and again.MLP_layers == [20, 10]

@@ -113,7 +113,7 @@ def test_console_commands_resume_and_abort(tmp_path, data_dir):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    assert child.exitstatus == 0, child.logfile_read.getvalue()[-3000:]
+    assert child.exitstatus == 130, child.logfile_read.getvalue()[-3000:]  # interrupted
     folder = run_dir(tmp_path)
     assert (folder / "neuro_3d_end.param").exists()
     history = np.load(folder / "Backup" / "neuro_3d.history.npy")
@@ -137,7 +137,7 @@ def test_console_kill_and_end_of_input(tmp_path, data_dir, how):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    assert child.exitstatus == 0
+    assert child.exitstatus == 130  # interrupted
     assert (run_dir(tmp_path) / "neuro_3d_end.param").exists() == (how == "eof")
 
 
@@ -155,7 +155,7 @@ def test_ctrl_c_without_terminal_stops_cleanly(tmp_path, data_dir):
         out = proc.communicate(timeout=120)[0]
     finally:
         proc.kill()
-    assert proc.returncode == 0, out
+    assert proc.returncode == 130, out  # interrupted
     assert "without a terminal" in out and "End of Training" in out
     assert (run_dir(tmp_path) / "neuro_3d_end.param").exists()
 
