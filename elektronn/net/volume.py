@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import threading
 import time
 import uuid
@@ -593,7 +594,8 @@ def _target_chunks(target):
 class _Job:
     """Everything a worker needs for any block (sent to each worker once)."""
 
-    cnn: object
+    net: bytes  # the pickled net, unpickled once per worker process (see _worker_net)
+    net_key: str  # its sha256: a worker reuses a net it has already unpickled and compiled
     source: object  # an array-like, or ("hdf5", file, dataset) opened on the worker
     target: object  # a zarr array
     plan: VolumePlan
@@ -604,6 +606,16 @@ class _Job:
 
 
 _PROCESS_CACHE = {}
+_NETS = {}
+
+
+def _worker_net(job):
+    """The job's net, unpickled (and then compiled) once per process, reused by later runs."""
+    cnn = _NETS.get(job.net_key)
+    if cnn is None:
+        _NETS.clear()
+        cnn = _NETS[job.net_key] = pickle.loads(job.net)  # from our own client
+    return cnn
 
 
 def _set_omp_threads(n):
@@ -646,7 +658,8 @@ def _run_block(job, index):
     """Task of one block on a dask worker: compute, write, mark done; returns its voxels."""
     raw = _worker_setup(job)
     target = _ZarrTarget(job.target)
-    target.write(job.plan, index, predict_block(job.cnn, raw, job.plan, index, job.as_uint8))
+    target.write(job.plan, index, predict_block(_worker_net(job), raw, job.plan, index,
+                                                job.as_uint8))
     target.mark_done(index)
     return job.plan.voxels(index)
 
@@ -815,7 +828,9 @@ def predict_volume(cnn, source, target, block_shape=None, client=None, resume=Tr
             if client is None:
                 _run_serial(cnn, raw, target_obj, plan, todo, as_uint8, bar)
             else:
-                job = _Job(cnn, _portable_source(raw), target_obj.array, plan, as_uint8, {},
+                net = pickle.dumps(cnn)
+                job = _Job(net, hashlib.sha256(net).hexdigest(), _portable_source(raw),
+                           target_obj.array, plan, as_uint8, {},
                            threads_per_worker, uuid.uuid4().hex[:12])
                 _run_distributed(client, job, todo, bar)
         seconds = time.perf_counter() - t0

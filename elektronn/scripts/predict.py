@@ -161,7 +161,7 @@ def _client(args, stack):
     if args.workers < 1:
         raise UsageError(f"--workers needs a positive number, got {args.workers}")
     cluster = stack.enter_context(distributed.LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None))
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
     return stack.enter_context(distributed.Client(cluster))
 
 

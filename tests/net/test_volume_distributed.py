@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         yield c
 
@@ -83,6 +83,11 @@ def test_two_workers_give_identical_output_and_get_the_net_once(client, net, tmp
     again = predict_volume(net, vol, str(tmp_path / "o.zarr"), block_shape=(8, 7, 6),
                            client=client, show_progress=False)
     assert (again["computed"], again["skipped"]) == (0, 48)
+    # a later run with the same net reuses the workers' compiled copies
+    predict_volume(net, vol, str(tmp_path / "p.zarr"), block_shape=(16, 14, 12), client=client,
+                   show_progress=False)
+    assert_same(zarr.open_array(str(tmp_path / "p.zarr"))[:], want)
+    assert sorted(client.run(unpickled_nets).values()) == [1, 1]
 
 
 def test_hdf5_source_on_workers_and_explicit_threads(client, net, tmp_path):
