@@ -8,10 +8,11 @@ Usage::
 ``SAVE_FOLDER`` is a training run's folder (``save_path``): its ``Backup/config.py`` gives the
 architecture and its ``*-LAST.param`` the parameters (``--params`` picks another file, e.g.
 ``_end.param``).  ``INPUT`` is ``vol.zarr``, ``vol.zarr/group/array`` or ``file.h5:dataset``
-with the layout ``(ch, x, y[, z])``, or ``(x, y[, z])`` for one channel (ELEKTRONN's cubes); ``OUTPUT`` is a zarr path (or ``file.h5:dataset``
-without a cluster).  The prediction is :func:`elektronn.net.volume.predict_volume`: resumable
-(``--resume``), on this process, a LocalCluster (``--workers N``) or a running dask scheduler
-(``--scheduler ADDRESS``).  See docs/large-volumes.md.
+with the layout ``(ch, x, y[, z])``, or ``(x, y[, z])`` for one channel (ELEKTRONN's cubes);
+``OUTPUT`` is a zarr path (or ``file.h5:dataset`` without a cluster).  The prediction is
+:func:`elektronn.net.volume.predict_volume`: resumable (``--resume``), on this process, a
+LocalCluster (``--workers N``) or a running dask scheduler (``--scheduler ADDRESS``).  See
+docs/large-volumes.md.
 """
 
 import argparse
@@ -160,8 +161,12 @@ def _client(args, stack):
         return stack.enter_context(distributed.Client(args.scheduler))
     if args.workers < 1:
         raise UsageError(f"--workers needs a positive number, got {args.workers}")
+    quiet = logging.getLogger("distributed")  # its INFO lines would break the progress bar
+    stack.callback(quiet.setLevel, quiet.level)
+    quiet.setLevel(logging.ERROR)
     cluster = stack.enter_context(distributed.LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+        silence_logs=logging.ERROR))
     return stack.enter_context(distributed.Client(cluster))
 
 
