@@ -15,7 +15,7 @@ dense prediction of the test cube ``prediction.h5`` (dataset ``prob``, ``(class,
 
 Run:  python examples/neuro_3d.py [--data FOLDER] [--iterations 2000] [--out neuro3d-output]
 
-The default run takes about 5 minutes on 2 CPU cores; a few hundred iterations are too few
+The default run takes 5-10 minutes on 2 CPU cores; a few hundred iterations are too few
 for the net to learn anything (the script says so).
 """
 
@@ -50,7 +50,7 @@ def build(patch, mfp, seed):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] + " The default run takes about 5 minutes on 2 "
+        description=__doc__.splitlines()[0] + " The default run takes 5-10 minutes on 2 "
         "CPU cores.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", default=None,
                         help="folder with raw_<i>.h5/barrier_int16_<i>.h5 (None: synthetic "

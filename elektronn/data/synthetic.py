@@ -236,9 +236,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.cubes < 1 or min(args.size) < 1:
         parser.error("--cubes and every --size must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for raw, lab in write_cubes(args.folder, args.cubes, tuple(args.size), args.seed):
-        logger.info("wrote %s and %s", raw, lab)
+    from elektronn.utils import console_logging
+
+    with console_logging():
+        for raw, lab in write_cubes(args.folder, args.cubes, tuple(args.size), args.seed):
+            logger.info("wrote %s and %s", raw, lab)
     return 0
 
 
