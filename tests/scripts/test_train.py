@@ -295,10 +295,11 @@ def test_resumed_run_gives_the_history_of_an_uninterrupted_one(tmp_path, cubes):
 
     The learning rate schedule has an entry before and one after the stops, SGD has momentum
     and the patches are warped (random state): each would differ if it were not restored.
+    With a seed, the run from scratch without a stop gives the same history too.
     """
-    extra = dict(warp_on=True, monitor_batch_size=100, param_save_h=0.0002,
+    extra = dict(warp_on=True, monitor_batch_size=100, param_save_h=0.0002, seed=1,
                  LR_schedule=[(25, 0.02), (55, 0.005), (65, 0.002)])
-    base, a, b = tmp_path / "base", tmp_path / "a", tmp_path / "b"
+    base, a, b, c = (tmp_path / name for name in ("base", "a", "b", "c"))
     config = tiny_config(tmp_path, cubes, save=base, **extra)
     code, out = train(config, "--steps", "40", cwd=tmp_path)
     assert code == 0, out
@@ -328,15 +329,22 @@ def test_resumed_run_gives_the_history_of_an_uninterrupted_one(tmp_path, cubes):
     assert code == 0, out
     assert not stale.exists()
 
+    # c: 0 -> 80 without a stop
+    code, out = train(config, "--steps", "80", "--set", f"save_path={c}/", cwd=tmp_path)
+    assert code == 0, out
+
     cols = [0, 2, 3, 4, 5, 6, 7]  # all but the time
-    hist_a, hist_b = (np.load(d / "Backup" / "neuro_3d.history.npy") for d in (a, b))
-    assert list(hist_a[:, 0]) == list(range(0, 80, 10)) and hist_a.shape == hist_b.shape
-    np.testing.assert_allclose(hist_b[:, cols], hist_a[:, cols], rtol=1e-6, atol=1e-7)
-    time_a, time_b = (np.load(d / "Backup" / "neuro_3d.timeline.npy") for d in (a, b))
-    assert list(time_b[:, 0]) == list(range(80))
-    np.testing.assert_allclose(time_b[:, [0, 2, 3, 4]], time_a[:, [0, 2, 3, 4]], rtol=1e-6,
-                               atol=1e-7)
-    np.testing.assert_allclose(hist_a[-1, 7], 0.002, rtol=1e-6)  # the step-65 entry applied
+    hist_a, hist_b, hist_c = (np.load(d / "Backup" / "neuro_3d.history.npy") for d in (a, b, c))
+    assert list(hist_c[:, 0]) == list(range(0, 80, 10))
+    time_a, time_b, time_c = (np.load(d / "Backup" / "neuro_3d.timeline.npy")
+                              for d in (a, b, c))
+    assert list(time_c[:, 0]) == list(range(80))
+    for hist, times in ((hist_a, time_a), (hist_b, time_b)):
+        assert hist.shape == hist_c.shape and times.shape == time_c.shape
+        np.testing.assert_allclose(hist[:, cols], hist_c[:, cols], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(times[:, [0, 2, 3, 4]], time_c[:, [0, 2, 3, 4]], rtol=1e-6,
+                                   atol=1e-7)
+    np.testing.assert_allclose(hist_b[-1, 7], 0.002, rtol=1e-6)  # the step-65 entry applied
     # the first run's snapshots are kept; the resumed runs continue the hour marks
     for d in (a, b):
         for name, data in snapshots.items():
