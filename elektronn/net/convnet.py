@@ -462,6 +462,8 @@ class MixedConvNN:
             Add the matching auxiliary inputs; the compiled functions then take
             ``(data, labels, *aux)`` with aux in the order ``mask_class_labeled,
             mask_class_not_present, class_weights, example_weights, label_prop_thresh``.
+            ``class_weights`` has one weight per class, or for ``'affinity'`` one per class of
+            an edge (2; the same for the 3 edges, as in ELEKTRONN 1.0).
         only_forward : bool
             Skip the gradients (prediction only).
 
@@ -572,7 +574,9 @@ class MixedConvNN:
                     [self._x, self._y, seg], list(ret), rng_updates=self._rng_updates),
                     [self._data_arg(), y_arg] + aux)
             else:
-                cw = add_aux("class_weights", "float32", (K,)) if use_class_weights else None
+                # the weights of the classes of one edge (shared by the 3 edges), as the original
+                cw = (add_aux("class_weights", "float32", (K // 3,)) if use_class_weights
+                      else None)
                 self._loss, self._loss_instance = last.NLL_affinity(self._y, cw)
             return y_arg, aux
         if target == "nll_mutiple_binary":

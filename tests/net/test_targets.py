@@ -158,3 +158,29 @@ def test_target_loss_gradients_and_one_step(target):
     for b, g, p in zip(before, grads, cnn.params, strict=True):
         np.testing.assert_allclose(p.get_value(), b - LR * g, rtol=1e-5, atol=1e-8)
     assert float(cnn.get_loss(*args)[0]) < loss
+
+
+def _affinity_weighted(P, y, weights):
+    """Mean over the 3 edges of the weighted NLL of the edge's 2 classes."""
+    losses = []
+    for e in range(3):
+        log_p = _log_p_of(P[:, 2 * e:2 * e + 2], y[:, e]).astype(np.float64)
+        losses.append(-(log_p * weights[y[:, e]]).sum() / y[:, e].size)
+    return np.mean(losses)
+
+
+def test_affinity_with_class_weights(rng):
+    """The class weights of an affinity net weight the 2 classes of each edge (length 2, as
+    the original); they were declared with the net's 6 outputs and the loss failed."""
+    cnn, (x, aff), _ = _case("affinity", rng)
+    cnn.compileOutputFunctions(target="affinity", use_class_weights=True)
+    weights = np.array([0.5, 2.0], np.float32)
+    P = cnn.class_probabilities(x)
+    np.testing.assert_allclose(cnn.get_loss(x, aff, weights)[0],
+                               _affinity_weighted(P, aff, weights), rtol=1e-5)
+    np.testing.assert_allclose(cnn.get_loss(x, aff, np.ones(2, np.float32))[0],
+                               _affinity(cnn, x, aff), rtol=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        cnn.get_loss(x, aff, np.ones(6, np.float32))
+    loss, _, _ = cnn.trainingStep(x, aff, weights, mode="SGD")
+    assert np.isfinite(loss) and cnn.get_loss(x, aff, weights)[0] != loss
