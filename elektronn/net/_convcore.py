@@ -19,6 +19,7 @@ from elektronn import ops
 from elektronn.net import losses
 from elektronn.net._graph import as_param, softmax
 from elektronn.net.activations import apply_activation, parse_activation
+from elektronn.net.layer import Layer
 from elektronn.net.netutils import initWeights
 
 __all__ = ["ConvLayerBase", "bias_init"]
@@ -35,7 +36,7 @@ def bias_init(activation, n, filter_volume, rng):
     return initWeights((n,), scale=1e-6, mode="fix-uni", rng=rng)
 
 
-class ConvLayerBase:
+class ConvLayerBase(Layer):
     """Shared implementation; see :class:`elektronn.net.convlayer2d.ConvLayer2d`."""
 
     n_dim = None  # 2 or 3, set by subclasses
@@ -59,9 +60,10 @@ class ConvLayerBase:
         raise NotImplementedError
 
     # --------------------------------------------------------------------------------------------
-    def __init__(self, input, input_shape, filter_shape, pool, activation_func, enable_dropout,
-                 use_fragment_pooling, reshape_output, mfp_offsets, mfp_strides,
-                 input_layer=None, W=None, b=None, pooling_mode="max", rng=None, streams=None):
+    def __init__(self, input, input_shape, filter_shape, pool, *, activation_func="tanh",
+                 enable_dropout=False, use_fragment_pooling=False, reshape_output=False,
+                 mfp_offsets=None, mfp_strides=None, input_layer=None, W=None, b=None,
+                 pooling_mode="max", rng=None, streams=None, dropout_rate=None):
         self.input = input
         self.input_shape = tuple(input_shape)
         self.filter_shape = tuple(int(s) for s in filter_shape)
@@ -109,7 +111,8 @@ class ConvLayerBase:
         self.output_shape = self._output_shape(factor)
 
         if enable_dropout:
-            self.activation_noise = pytensor.shared(np.float32(0.5), name="dropout_rate")
+            self.activation_noise = (pytensor.shared(np.float32(0.5), name="dropout_rate")
+                                     if dropout_rate is None else dropout_rate)
             keep = np.float32(1) - self.activation_noise
             spatial = [s for s in self._core_shape(self.output_shape)[2:]]
             gate = pt.lt(streams.uniform(spatial), keep).astype("float32") / keep
@@ -145,11 +148,14 @@ class ConvLayerBase:
 
     # --- weights ---------------------------------------------------------------------------------
     def randomizeWeights(self, scale="glorot", mode="uni"):
-        """Re-initialise W (glorot uniform by default, as the original) and b."""
-        self.W.set_value(initWeights(self.filter_shape, scale, mode, pool=self.pool,
-                                     rng=self._rng).astype(np.float32))
-        self.b.set_value(bias_init(self.activation_func, self.number_of_filters,
-                                    self._filter_volume, self._rng))
+        """Re-initialise W (glorot uniform by default, as the original) and b; given symbolic
+        ones (weight sharing) are left alone."""
+        if any(p is self.W for p in self.params):
+            self.W.set_value(initWeights(self.filter_shape, scale, mode, pool=self.pool,
+                                         rng=self._rng).astype(np.float32))
+        if any(p is self.b for p in self.params):
+            self.b.set_value(bias_init(self.activation_func, self.number_of_filters,
+                                        self._filter_volume, self._rng))
 
     # --- losses (all delegated to elektronn.net.losses) ------------------------------------------
     def _check_reshaped(self):

@@ -66,6 +66,10 @@ class ConvLayer2d(ConvLayerBase):
         Generator for the initial weights (numpy's global state when None).
     streams : elektronn.net._graph.RandomStreams, optional
         Source of the dropout gates (required with ``enable_dropout``).
+    dropout_rate : shared float32 scalar, optional
+        Use this drop rate (e.g. of another layer) instead of a new one.
+
+    All arguments after ``pool`` are keyword-only.
     """
 
     n_dim = 2

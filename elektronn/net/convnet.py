@@ -322,11 +322,13 @@ class MixedConvNN:
         self._check_sizes(index, spatial, fsize, pool, use_fragment_pooling)
         filter_shape = ((int(nof_filters), ch) + fsize if self.n_dim == 2 else
                         (int(nof_filters), fsize[0], ch, fsize[1], fsize[2]))
-        kwargs = dict(input_layer=self.layers[-1] if self.layers else None, W=W, b=b,
+        kwargs = dict(activation_func=activation_func,
+                      enable_dropout=self._enable_dropout and not force_no_dropout,
+                      use_fragment_pooling=use_fragment_pooling, reshape_output=reshape,
+                      mfp_offsets=self.mfp_offsets, mfp_strides=self.mfp_strides,
+                      input_layer=self.layers[-1] if self.layers else None, W=W, b=b,
                       pooling_mode=pooling_mode, rng=self.rng, streams=self._streams)
-        args = (inp, insh, filter_shape, pool, activation_func,
-                self._enable_dropout and not force_no_dropout, use_fragment_pooling, reshape,
-                self.mfp_offsets, self.mfp_strides)
+        args = (inp, insh, filter_shape, pool)
         if affinity:
             if self.n_dim != 3:
                 raise ValueError("affinity layers need a 3-D net")
@@ -346,8 +348,7 @@ class MixedConvNN:
         cost = (insh[0] or 1) * int(np.prod(filter_shape)) * int(np.prod(conv_sizes))
         self.TotalForwardPassCost += cost
         logger.info("%s\nParameter Count: %i", _printOps(cost),
-                    sum(int(np.prod(p.get_value().shape)) for p in layer.params
-                        if hasattr(p, "get_value")))
+                    sum(int(np.prod(p.get_value().shape)) for p in layer.params))
 
     @staticmethod
     def _check_sizes(index, spatial, fsize, pool, mfp):
@@ -383,8 +384,8 @@ class MixedConvNN:
             insh = (insh[0], int(np.prod(insh[1:])))
         layer = PerceptronLayer(
             inp, insh[1], n_outputs, insh[0],
-            self._enable_dropout and not force_no_dropout, activation_func,
-            input_noise=0.2 if enable_input_noise else None,
+            enable_dropout=self._enable_dropout and not force_no_dropout,
+            activation_func=activation_func, input_noise=0.2 if enable_input_noise else None,
             input_layer=self.layers[-1] if self.layers else None, W=W, b=b, rng=self.rng,
             streams=self._streams)
         (self._output_layers if add_in_output_layers else self.layers).append(layer)
@@ -433,8 +434,8 @@ class MixedConvNN:
             enc = self.layers[i]
             layer = PerceptronLayer(
                 prev.output, prev.output_shape[1], enc.n_in, prev.output_shape[0],
-                self._enable_dropout and not force_no_dropout, activation_func,
-                input_noise=input_noise if not chain else None, input_layer=prev,
+                enable_dropout=self._enable_dropout and not force_no_dropout,
+                activation_func=activation_func, input_noise=input_noise if not chain else None, input_layer=prev,
                 W=enc.W.T if tie_W else None, rng=self.rng, streams=self._streams)
             chain.append(layer)
             if tie_W:
@@ -625,7 +626,7 @@ class MixedConvNN:
 
         for lay in self.layers:
             self.debug_functions.append(output_function(lay.output))
-            if hasattr(lay, "conv_out"):
+            if lay.conv_out is not None:
                 self.debug_conv_output.append(output_function(lay.conv_out))
         if gradients and self._gradients is not None:
             self.debug_gradients_function = CheckedFunction(lambda: compile_function(
@@ -772,13 +773,13 @@ class MixedConvNN:
         Layers without dropout, and rates outside [0, 1], are skipped (as in ELEKTRONN 1.0).
         """
         for lay, rate in zip(self.layers, rates):
-            if hasattr(lay, "activation_noise") and rate is not None and 0 <= rate <= 1:
+            if lay.activation_noise is not None and rate is not None and 0 <= rate <= 1:
                 lay.activation_noise.set_value(np.float32(rate))
 
     def getDropoutRates(self):
         """Drop rates of the layers that have dropout (not aligned with layer indices)."""
         return [float(lay.activation_noise.get_value()) for lay in self.layers
-                if hasattr(lay, "activation_noise")]
+                if lay.activation_noise is not None]
 
     # --- weights ---------------------------------------------------------------------------------
     def randomizeWeights(self, reset_momenta=True):

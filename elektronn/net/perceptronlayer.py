@@ -9,6 +9,7 @@ import pytensor.tensor as pt
 from elektronn.net import losses
 from elektronn.net._graph import as_param, softmax
 from elektronn.net.activations import apply_activation, parse_activation
+from elektronn.net.layer import Layer
 from elektronn.net.netutils import initWeights
 
 __all__ = ["PerceptronLayer", "RecurrentLayer"]
@@ -25,7 +26,7 @@ def _bias_init(activation, n, rng):
     return initWeights((n,), scale=1e-6, mode="fix-uni", rng=rng)
 
 
-class PerceptronLayer:
+class PerceptronLayer(Layer):
     """Fully connected layer: ``act(dropout(noisy(x) . W) + b)`` with ``W (n_in, n_out)``.
 
     Parameters
@@ -49,10 +50,13 @@ class PerceptronLayer:
     rng : numpy.random.Generator, optional
     streams : elektronn.net._graph.RandomStreams, optional
         Source of dropout gates and input noise.
+
+    All arguments after ``batch_size`` are keyword-only.
     """
 
-    def __init__(self, input, n_in, n_out, batch_size, enable_dropout, activation_func="tanh",
-                 input_noise=None, input_layer=None, W=None, b=None, rng=None, streams=None):
+    def __init__(self, input, n_in, n_out, batch_size, *, enable_dropout=False,
+                 activation_func="tanh", input_noise=None, input_layer=None, W=None, b=None,
+                 rng=None, streams=None):
         self.input = input
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.batch_size = batch_size
@@ -89,9 +93,11 @@ class PerceptronLayer:
         return initWeights((self.n_in, self.n_out), "glorot", "uni", rng=self._rng)
 
     def randomizeWeights(self, scale="glorot", mode="uni"):
-        """Re-initialise W (glorot uniform) and b."""
-        self.W.set_value(initWeights((self.n_in, self.n_out), scale, mode, rng=self._rng))
-        self.b.set_value(_bias_init(self.activation_func, self.n_out, self._rng))
+        """Re-initialise W (glorot uniform) and b; given (fixed or shared) ones are left alone."""
+        if any(p is self.W for p in self.params):
+            self.W.set_value(initWeights((self.n_in, self.n_out), scale, mode, rng=self._rng))
+        if any(p is self.b for p in self.params):
+            self.b.set_value(_bias_init(self.activation_func, self.n_out, self._rng))
 
     def NLL(self, y, class_weights=None, example_weights=None, label_prop_thresh=None):
         """Mean NLL over the labelled examples and the per-example, per-class terms ``(bs, K)``.
@@ -128,7 +134,7 @@ class PerceptronLayer:
         return losses.errors_no_tn(self.class_prediction, y)
 
 
-class RecurrentLayer:
+class RecurrentLayer(Layer):
     """Elman recurrent layer over ``(batch, time, features)``; ``output`` is the last state.
 
     ``h_t = act(x_t . W_in + h_{t-1} . W_hid + b_hid)`` from a trainable initial state

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from elektronn.net._convcore import ConvLayerBase
+from elektronn.net.convlayer3d import AffinityLayer3d
+
 __all__ = [
     "predict_dense",
     "AxisPlan",
@@ -277,8 +280,7 @@ class _NetGeometry:
             raise ValueError("predictDense needs a conv net whose last layer was added with "
                              "is_last_layer=True, compiled with compileOutputFunctions() "
                              "(target 'nll')")
-        if not all(hasattr(lay, "pool") and hasattr(lay, "use_fragment_pooling")
-                   for lay in cnn.layers):
+        if not all(isinstance(lay, ConvLayerBase | AffinityLayer3d) for lay in cnn.layers):
             raise ValueError("predictDense needs a net of conv layers only")
         n_dim = cnn.n_dim
         pools = [_to_xyz(lay.pool, n_dim, 1) for lay in cnn.layers]

@@ -496,7 +496,7 @@ class Trainer:
             return np.nan, np.nan
         batch = list(self._getbatch(self.get_batch_kwargs_test, source))
         noise = [lay.activation_noise for lay in self.cnn.layers
-                 if hasattr(lay, "activation_noise")]
+                 if lay.activation_noise is not None]
         rates = [v.get_value() for v in noise]
         for v in noise:
             v.set_value(np.float32(0))

@@ -443,3 +443,83 @@ def test_untied_autoencoder_decoders_are_trained(rng):
     cnn.trainingStep(x, x, mode="SGD")
     assert not np.array_equal(dec.b.get_value(), before[0])
     assert not np.array_equal(dec.W.get_value(), before[1])
+
+
+# --- one layer interface (issue 13) ------------------------------------------------------------
+
+
+def _nets_of_every_layer_kind():
+    from elektronn.net.convnet import MixedConvNN as Net
+
+    conv2d = Net((10, 10), input_depth=1, batch_size=1, enable_dropout=True, seed=3)
+    conv2d.addConvLayer(3, 3, pool_shape=2, activation_func="relu")
+    conv2d.addPerceptronLayer(2, "linear")
+    nets = {"conv2d+perceptron": conv2d}
+    for affinity in (True, "malis"):
+        net = Net((4, 10, 10), input_depth=1, batch_size=1, enable_dropout=True, seed=4)
+        net.addConvLayer(3, (1, 3, 3), pool_shape=(1, 2, 2), activation_func="tanh")
+        net.addConvLayer(2, (2, 2, 2), pool_shape=1, activation_func="linear", affinity=affinity,
+                         is_last_layer=True)
+        nets[f"affinity={affinity}"] = net
+    rnn = Net((3,), input_depth=4, batch_size=2, recurrent=True, seed=5)
+    rnn.addRecurrentLayer(n_hid=5)
+    rnn.addPerceptronLayer(2, "linear")
+    nets["rnn"] = rnn
+    ae = Net((6,), batch_size=2, seed=6)
+    ae.addPerceptronLayer(3, "tanh")
+    ae.addTiedAutoencoderChain(activation_func="linear", input_noise=0.0)
+    nets["tied autoencoder"] = ae
+    return nets
+
+
+@pytest.mark.parametrize("kind", ["conv2d+perceptron", "affinity=True", "affinity=malis", "rnn",
+                                  "tied autoencoder"])
+def test_every_layer_has_the_interface_and_can_be_reinitialised(kind):
+    """AffinityLayer3d had no randomizeWeights (MixedConvNN.randomizeWeights raised)."""
+    from pytensor.compile.sharedvalue import SharedVariable
+
+    from elektronn.net.layer import Layer
+
+    cnn = _nets_of_every_layer_kind()[kind]
+    for lay in cnn.layers:
+        assert isinstance(lay, Layer)
+        assert all(isinstance(p, SharedVariable) for p in lay.params)
+        assert isinstance(lay.output_shape, tuple)
+        assert lay.activation_noise is None or isinstance(lay.activation_noise, SharedVariable)
+    before = [p.get_value() for lay in cnn.layers for p in lay.params]
+    cnn.randomizeWeights()
+    after = [p.get_value() for lay in cnn.layers for p in lay.params]
+    assert [a.shape for a in after] == [b.shape for b in before]
+    changed = [not np.array_equal(a, b) for a, b in zip(after, before, strict=True)]
+    assert any(changed)
+
+
+def test_affinity_layer_dropout_is_one_rate(rng):
+    cnn = _nets_of_every_layer_kind()["affinity=True"]
+    aff = cnn.layers[-1]
+    assert aff.activation_noise is None  # the last layer has no dropout
+    from elektronn.net.convlayer3d import AffinityLayer3d
+
+    inp = cnn.layers[0].output
+    layer = AffinityLayer3d(inp, cnn.layers[0].output_shape, (2, 1, 3, 1, 1), (1, 1, 1),
+                            activation_func="linear", enable_dropout=True, rng=cnn.rng,
+                            streams=cnn._streams)
+    assert layer.activation_noise is not None
+    assert all(s.activation_noise is layer.activation_noise for s in layer.sub_layers)
+    cnn.layers.insert(1, layer)
+    cnn.setDropoutRates([0.5, 0.25, 0.1])
+    assert cnn.getDropoutRates() == [0.5, 0.25]
+
+
+def test_layer_constructors_take_keywords():
+    import pytensor.tensor as pt
+
+    from elektronn.net.convlayer2d import ConvLayer2d as Conv
+
+    x = pt.tensor("x", dtype="float32", shape=(1, 1, 6, 6))
+    with pytest.raises(TypeError):
+        Conv(x, (1, 1, 6, 6), (2, 1, 3, 3), (2, 2), "tanh", False, False, False, None, None)
+    layer = Conv(x, (1, 1, 6, 6), (2, 1, 3, 3), (2, 2), activation_func="tanh")
+    assert layer.output_shape == (1, 2, 2, 2)
+    with pytest.raises(TypeError):
+        PerceptronLayer(x.flatten(2), 36, 2, 1, False)

@@ -43,7 +43,7 @@ def test_create_2d_conv_net():
     assert cnn.poolings == [(2, 2), (1, 1), (1, 1)]
     assert [lay.activation_func for lay in cnn.layers] == ["relu", "relu", "linear"]
     assert cnn.getDropoutRates() == pytest.approx([0.3, 0.2])  # the output layer has none
-    assert not hasattr(cnn.layers[-1], "activation_noise")
+    assert cnn.layers[-1].activation_noise is None
     assert cnn.dimension_calc is calc and cnn.batch_size == 2 and cnn.n_lab == 3
     # the config's default SGD_params of ELEKTRONN 1.0 were applied (LR 0.001, momentum 0.9)
     assert float(cnn.SGD_LR.get_value()) == pytest.approx(0.001)
