@@ -345,7 +345,8 @@ def _history_figure(hi, tl, autoscale=True):
     ax2.set_ylabel("NLL gain (loss after - before the step)")
     ax2.set_xlabel("time [min]")
     lr = ax2.twinx()
-    rate = lr.plot(t, hi[:, 7], "m-", label="learning rate (right axis)", **_style(len(hi), "^"))
+    rate = lr.plot(t, hi[:, 7], "m-", label="learning rate (right axis)", drawstyle="steps-post",
+                   **_style(len(hi), "^"))
     lr.set_ylabel("learning rate")
     ax2.legend(handles=gain + rate, loc="upper right")
     return fig
@@ -363,7 +364,7 @@ def _plot_errors(er, save_name, folder):
         if len(sma):
             ax.plot(t[7:], sma, style, lw=2, label=f"{name} error, 8-point average")
     ax.set_xlabel("time [min]")
-    ax.set_ylabel("error")
+    ax.set_ylabel("error [%] (MSE for regression)")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     save_png(fig, folder / f"{save_name}.Errors.png", bbox_inches="tight")
