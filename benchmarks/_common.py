@@ -42,6 +42,11 @@ def matmul_peak(n, repeats):
     return ms, 2 * n**3 / ms / 1e6
 
 
+#: Where PyTorch runs: ``cpu`` unless ``ELEKTRONN_BENCH_TORCH_DEVICE`` says otherwise (``cuda``
+#: on a GPU machine, see ``gpu_check.sh``).
+TORCH_DEVICE = os.environ.get("ELEKTRONN_BENCH_TORCH_DEVICE", "cpu")
+
+
 def import_torch():
     """Return ``torch`` with one thread per core, or ``None`` when it is not importable."""
     try:
@@ -50,6 +55,12 @@ def import_torch():
         return None
     torch.set_num_threads(os.cpu_count() or 1)
     return torch
+
+
+def torch_sync(torch):
+    """Wait for PyTorch's queued GPU work (nothing to wait for on the CPU)."""
+    if TORCH_DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def loadavg():
@@ -82,6 +93,7 @@ def machine_info(torch):
         "pytensor": pytensor.__version__,
         "torch": torch.__version__ if torch else None,
         "torch_threads": torch.get_num_threads() if torch else None,
+        "torch_device": TORCH_DEVICE if torch else None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
 

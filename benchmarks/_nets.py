@@ -148,14 +148,18 @@ def mnist_torch(torch):
 
 def torch_train_step(torch, net, x, y):
     """A zero-argument callable: one SGD (momentum 0.9) step of ``net`` on ``(x, y)``, NLL."""
+    from _common import TORCH_DEVICE, torch_sync
+
+    net = net.to(TORCH_DEVICE)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    xt, yt = (torch.from_numpy(a).to(TORCH_DEVICE) for a in (x, y.astype(np.int64)))
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(net(xt), yt)
         loss.backward()
         opt.step()
+        torch_sync(torch)
         return loss
 
     return step

@@ -58,9 +58,9 @@ DESCRIPTIONS = {
     "n3d_7x21x21": "golden n3d net, SGD step, batch 2, input (7, 21, 21)",
     "n3d_11x41x41": "the same net, input (11, 41, 41)",
     "pred2d_mfp": "predictDense (2, 400, 400), 2-D net 98x98, MFP",
-    "pred2d": "the same without MFP",
+    "pred2d": "the same without MFP (input 95x95)",
     "pred3d_mfp": "predictDense (2, 120, 120, 30), n3d net (11, 40, 40), MFP",
-    "pred3d": "the same without MFP",
+    "pred3d": "the same without MFP (input (11, 39, 39))",
 }
 
 WORKLOAD_CODE = r'''
@@ -105,7 +105,8 @@ def build(MixedConvNN, CNNCalculator, spec):
         else:
             layers = [(4, (1, 4, 4), (1, 2, 2), "relu", "max"), (5, (3, 3, 3), 1, "tanh", "max"),
                       (3, (3, 2, 2), 1, "linear", "max")]
-            calc = CNNCalculator([[1, 4, 4], [3, 3, 3], [3, 2, 2]], [[1, 2, 2], 1, 1],
+            calc = CNNCalculator([[1, 4, 4], [3, 3, 3], [3, 2, 2]],
+                                 [[1, 2, 2], [1, 1, 1], [1, 1, 1]],
                                  desired_input=list(spec["input"]), MFP=[mfp, False, False],
                                  n_dim=3)
         cnn = MixedConvNN(calc.input, input_depth=2, batch_size=1, enable_dropout=False,

@@ -8,7 +8,8 @@ cover the (36, 170, 170) map with little overlap.  The training patch (7, 127, 1
 predict about 1.7x slower: each of its (3, 96, 96) outputs needs a (7, 126, 126) input.
 PyTorch: the dense equivalent network (stride-1 pooling, later convolutions dilated by the
 accumulated stride) applied to the whole volume under ``torch.no_grad`` (softmax included);
-both give a (2, 170, 170, 36) map::
+both give a (2, 170, 170, 36) map.  The same volume is also predicted with the net built for
+the training patch (7, 127, 127) (``predictDense`` tiles with the net's own input size)::
 
     python benchmarks/bench_predict.py [--quick] [--repeats N] [--scale S] [--json PATH]
 
@@ -40,6 +41,7 @@ import _common  # noqa: E402
 import _nets  # noqa: E402
 
 PATCH, QUICK_PATCH = (22, 118, 118), (7, 62, 62)
+TRAIN_PATCH, QUICK_TRAIN_PATCH = (7, 127, 127), (5, 30, 30)  # the net's training patch
 VOLUME, QUICK_VOLUME = (1, 200, 200, 40), (1, 64, 64, 8)
 MATMUL_N, QUICK_MATMUL_N = 2048, 256
 MB = 2**20
@@ -118,13 +120,16 @@ def run_elektronn(patch, volume, timeout):
 
 def run_torch(torch, volume, repeats):
     """Median seconds of the dense torch net on the whole volume; and the output shape."""
-    net = _nets.neuro_torch(torch, dense=True).eval()
+    net = _nets.neuro_torch(torch, dense=True).eval().to(_common.TORCH_DEVICE)
     raw = np.random.default_rng(0).random(volume, dtype=np.float32)
     x = torch.from_numpy(raw.transpose(0, 3, 1, 2)[None].copy())  # (1, ch, z, x, y)
+    x = x.to(_common.TORCH_DEVICE)
 
     def predict():
         with torch.no_grad():
-            return torch.softmax(net(x), dim=1)
+            out = torch.softmax(net(x), dim=1).cpu()  # the map in host memory, as elektronn's
+        _common.torch_sync(torch)
+        return out
 
     shape = tuple(predict().shape)
     (ms,) = _common.median_ms([predict], repeats, warmup=0)
@@ -148,13 +153,15 @@ def format_table(result):
     """The result as text: speed table, then the memory lines."""
     lines = ["{:<10}{:>22}{:>10}{:>9}{:>9}{:>8}".format(
         "", "output", "seconds", "MVox/s", "GFLOP/s", "% peak")]
-    for who in ("elektronn", "torch"):
+    for who in ("elektronn", "elektronn_train_patch", "torch"):
         r = result.get(who)
         if r:
-            lines.append(f"{who:<10}{str(tuple(r['output'])):>22}{r['seconds']:>10.2f}"
+            label = "  (7x127²)" if who == "elektronn_train_patch" else who
+            lines.append(f"{label:<10}{str(tuple(r['output'])):>22}{r['seconds']:>10.2f}"
                          f"{r['mvox_s']:>9.3f}{r['gflops']:>9.1f}{r['pct_peak']:>8.1f}")
     if "ratio" in result:
-        lines.append(f"ratio (elektronn MVox/s / torch MVox/s): {result['ratio']:.2f}")
+        lines.append(f"ratio (elektronn MVox/s / torch MVox/s): {result['ratio']:.2f}, with the "
+                     f"training patch {result['ratio_train_patch']:.2f}")
     for r in result["memory"]:
         lines.append(
             f"memory {tuple(r['volume'])}: output {r['output_mb']:.1f} MB, peak RSS growth "
@@ -187,6 +194,8 @@ def main(argv=None):
                 "gflops": gflops, "pct_peak": 100 * gflops / peak}
 
     memory = [run_elektronn(patch, v, args.timeout) for v in (volume, scaled(volume, args.scale))]
+    at_train = run_elektronn(QUICK_TRAIN_PATCH if args.quick else TRAIN_PATCH, volume,
+                             args.timeout)
     result = {
         "machine": info,
         "config": {"quick": args.quick, "repeats": repeats, "patch": list(patch),
@@ -197,10 +206,14 @@ def main(argv=None):
         "memory": memory,
     }
     result["elektronn"]["compile_and_warmup_s"] = memory[0]["compile_and_warmup_s"]
+    result["elektronn_train_patch"] = dict(speed(at_train["seconds"], at_train["output"]),
+                                           input_zxy=at_train["input_zxy"])
     if torch is not None:
         seconds, shape = run_torch(torch, volume, repeats)
         result["torch"] = speed(seconds, shape)
         result["ratio"] = result["elektronn"]["mvox_s"] / result["torch"]["mvox_s"]
+        result["ratio_train_patch"] = (result["elektronn_train_patch"]["mvox_s"]
+                                       / result["torch"]["mvox_s"])
         result["same_output_shape"] = shape == memory[0]["output"]
     small, large = memory
     out_diff = large["output_mb"] - small["output_mb"]

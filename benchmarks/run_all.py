@@ -1,8 +1,8 @@
 """Run every benchmark and print one table of elektronn against PyTorch.
 
 Runs ``bench_ops`` (conv layers), ``bench_train`` (training steps), ``bench_predict`` (dense
-prediction and its memory) and the compile times of the reference nets, each in a fresh
-process: the MNIST net with batch 4 (build, compile and the first SGD step) with an empty
+prediction and its memory), ``bench_original`` (small nets against ELEKTRONN 1.0, skipped where
+it is not installed) and the compile times of the reference nets, each in a fresh process: the MNIST net with batch 4 (build, compile and the first SGD step) with an empty
 compile directory ("cold") and again reusing it ("warm"), and the 3-D neuro net with MFP
 (build, compile and the first forward pass) cold::
 
@@ -10,7 +10,9 @@ compile directory ("cold") and again reusing it ("warm"), and the 3-D neuro net 
 
 Every script writes its own JSON into ``--out``; this one writes the summary rows.  ``--quick``
 runs the smoke sizes and measures only a warm MNIST compile (the caller's cache).
-In the table ``ratio`` > 1 means elektronn is better (faster, or more voxels per second).
+In the table ``ratio`` > 1 means elektronn is better (faster, or more voxels per second), and
+``goal`` is the target of the performance issue for that line (:data:`GOALS`): a ratio, or a
+share of the float32 matmul peak ("65%").
 ``--mode`` runs elektronn in another of :mod:`elektronn.backend`'s modes (e.g. ``jax``; it
 sets ``ELEKTRONN_MODE`` for every benchmark process); the default is the library's default.
 """
@@ -33,7 +35,27 @@ import _nets  # noqa: E402
 import bench_predict  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ("workload", "unit", "elektronn", "torch", "ratio", "pct_peak")
+COLUMNS = ("workload", "unit", "elektronn", "peer", "ratio", "pct_peak", "goal", "met")
+
+#: The goals of the performance issue: ``("ratio", x)``: ratio at least x (peer: PyTorch or
+#: ELEKTRONN 1.0); ``("pct_peak", p)``: at least p % of the float32 matmul peak.
+GOALS = {
+    "conv": ("ratio", 1.0),
+    "train neuro": ("ratio", 2.0),
+    "train mnist": ("ratio", 1.5),
+    "predictDense neuro": ("pct_peak", 65.0),
+    "predictDense neuro 7x127²": ("ratio", 1.5),
+    "original train": ("ratio", 2.0),
+    "original predict": ("ratio", 3.0),
+}
+
+
+def _goal(key, ratio, pct):
+    """``(goal text, met)`` of the goal ``GOALS[key]`` for a row's ratio and % peak."""
+    kind, target = GOALS[key]
+    value = ratio if kind == "ratio" else pct
+    text = f">={target:g}x" if kind == "ratio" else f">={target:g}%"
+    return text, None if value is None else bool(value >= target)
 
 
 def run_script(name, args, path):
@@ -78,40 +100,58 @@ def compile_case(case, runs, timeout):
     return out
 
 
-def summary_rows(ops, train, predict, compiles):
-    """The table's rows: (workload, metric, elektronn, torch, ratio, % peak)."""
+def summary_rows(ops, train, predict, original, compiles):
+    """The table's rows: (workload, unit, elektronn, peer, ratio, % peak, goal, met).
+
+    The peer is PyTorch, or ELEKTRONN 1.0 for the ``1.0`` rows.
+    """
     rows = []
+
+    def add(name, unit, value, peer, ratio, pct, goal_key=None):
+        goal, met = _goal(goal_key, ratio, pct) if goal_key else (None, None)
+        rows.append((name, unit, value, peer, ratio, pct, goal, met))
+
     for r in ops["rows"]:
-        rows.append((f"conv {r['layer']} {r['pass']}", "ms", r["elektronn_ms"],
-                     r.get("torch_ms"), r.get("ratio"), r["elektronn_pct_peak"]))
+        add(f"conv {r['layer']} {r['pass']}", "ms", r["elektronn_ms"], r.get("torch_ms"),
+            r.get("ratio"), r["elektronn_pct_peak"], "conv")
     for r in train["rows"]:
-        rows.append((f"train {r['workload']} bs{r['batch']}", "ms/step", r["elektronn_ms"],
-                     r.get("torch_ms"), r.get("ratio"), r["elektronn_pct_peak"]))
+        add(f"train {r['workload']} bs{r['batch']}", "ms/step", r["elektronn_ms"],
+            r.get("torch_ms"), r.get("ratio"), r["elektronn_pct_peak"], f"train {r['workload']}")
     e, t = predict["elektronn"], predict.get("torch")
-    rows.append(("predictDense neuro", "MVox/s", e["mvox_s"], t and t["mvox_s"],
-                 predict.get("ratio"), e["pct_peak"]))
+    add("predictDense neuro", "MVox/s", e["mvox_s"], t and t["mvox_s"], predict.get("ratio"),
+        e["pct_peak"], "predictDense neuro")
+    e = predict.get("elektronn_train_patch")
+    if e:
+        add("predictDense neuro 7x127²", "MVox/s", e["mvox_s"], t and t["mvox_s"],
+            predict.get("ratio_train_patch"), e["pct_peak"], "predictDense neuro 7x127²")
+    for r in original.get("rows", []):
+        unit = "MVox/s" if r["kind"] == "predict" else "ms/step"
+        ours, peer = ((r["elektronn_mvox_s"], r["original_mvox_s"]) if r["kind"] == "predict"
+                      else (r["elektronn_ms"], r["original_ms"]))
+        add(f"1.0 {r['workload']}", unit, ours, peer, r["ratio"], None, f"original {r['kind']}")
     small, large = predict["memory"]
-    rows.append(("predict memory peak", "MB", small["tracemalloc_peak_mb"], None, None, None))
-    rows.append(("  8x volume" if predict["config"]["scale"] == 8 else "  scaled volume", "MB",
-                 large["tracemalloc_peak_mb"], None, None, None))
+    add("predict memory peak", "MB", small["tracemalloc_peak_mb"], None, None, None)
+    add("  8x volume" if predict["config"]["scale"] == 8 else "  scaled volume", "MB",
+        large["tracemalloc_peak_mb"], None, None, None)
     for case, runs in compiles.items():
         for run, rec in runs.items():
             value = rec.get("total_s") if rec["status"] == "ok" else float("nan")
-            rows.append((f"compile {case} {run}", "s", value, None, None, None))
+            add(f"compile {case} {run}", "s", value, None, None, None)
     return rows
 
 
 def format_table(rows):
     """The summary rows as a fixed-width table."""
-    lines = ["{:<26}{:>8}{:>11}{:>10}{:>7}{:>8}".format(
-        "workload", "unit", "elektronn", "torch", "ratio", "% peak")]
+    lines = ["{:<26}{:>8}{:>11}{:>10}{:>7}{:>8}{:>8}{:>5}".format(
+        "workload", "unit", "elektronn", "peer", "ratio", "% peak", "goal", "met")]
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
 
-    for name, unit, e, t, ratio, pct in rows:
+    for name, unit, e, t, ratio, pct, goal, met in rows:
+        ok = "-" if met is None else "yes" if met else "NO"
         lines.append(f"{name:<26}{unit:>8}{f(e, '.3f'):>11}{f(t, '.3f'):>10}"
-                     f"{f(ratio, '.2f'):>7}{f(pct, '.1f'):>8}")
+                     f"{f(ratio, '.2f'):>7}{f(pct, '.1f'):>8}{goal or '-':>8}{ok:>5}")
     return "\n".join(lines)
 
 
@@ -122,6 +162,7 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="summary JSON (default OUT/run_all.json)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per fresh process")
     p.add_argument("--mode", default=None, help="elektronn mode (sets ELEKTRONN_MODE)")
+    p.add_argument("--no-original", action="store_true", help="skip ELEKTRONN 1.0's rows")
     p.add_argument("--worker", choices=("mnist4", "neuro_mfp"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -141,12 +182,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     ops, train, predict = (run_script(name, quick, out / f"{name}.json")
                            for name in ("bench_ops", "bench_train", "bench_predict"))
+    original = ({"rows": [], "skipped": "--no-original"} if args.no_original else
+                run_script("bench_original", quick, out / "bench_original.json"))
     if args.quick:
         compiles = {"mnist4": compile_case("mnist4", ["user"], args.timeout)}
     else:
         compiles = {"mnist4": compile_case("mnist4", ["cold", "warm"], args.timeout),
                     "neuro_mfp": compile_case("neuro_mfp", ["cold"], args.timeout)}
-    rows = summary_rows(ops, train, predict, compiles)
+    rows = summary_rows(ops, train, predict, original, compiles)
     torch = _common.import_torch()
     summary = {
         "machine": dict(_common.machine_info(torch), loadavg_start=load0),
@@ -155,6 +198,7 @@ def main(argv=None):
         "matmul_gflops": {"ops": ops["matmul"]["gflops"], "train": train["matmul"]["gflops"],
                           "predict": predict["matmul"]["gflops"]},
         "compile": compiles,
+        "original_skipped": original.get("skipped"),
         "rows": [dict(zip(COLUMNS, r, strict=True)) for r in rows],
     }
     print()
@@ -163,7 +207,10 @@ def main(argv=None):
           f"{summary['machine']['loadavg']}, {summary['wall_s']:.0f} s; matmul peak "
           f"{summary['matmul_gflops']['train']:.0f} GFLOP/s")
     print(format_table(rows))
-    print("ratio > 1: elektronn better; % peak: elektronn's GFLOP/s / float32 matmul GFLOP/s")
+    print("peer: PyTorch, on the '1.0' rows ELEKTRONN 1.0; ratio > 1: elektronn better; % peak: "
+          "elektronn's GFLOP/s / float32 matmul GFLOP/s; goal: the performance issue's")
+    if original.get("skipped"):
+        print(f"ELEKTRONN 1.0 rows skipped: {original['skipped']}")
     _common.write_json(summary, args.json or out / "run_all.json")
     return summary
 

@@ -158,11 +158,9 @@ def _numpy_mode():
     moves conv layers' bias and relu into their convolution (:mod:`elektronn.ops.fusion`).
     """
     from pytensor.compile.mode import Mode
-    from pytensor.link.vm import VMLinker
 
-    from elektronn.ops.numpy_mode import REWRITES
+    from elektronn.ops.numpy_mode import REWRITES, NumpyLinker
 
-    linker = VMLinker(use_cloop=False, c_thunks=False)
-    mode = Mode(linker=linker, optimizer="fast_run").excluding(
+    mode = Mode(linker=NumpyLinker(), optimizer="fast_run").excluding(
         *_EXCLUDED, "fusion", "inplace_elemwise_optimizer")
     return mode.register(*REWRITES)

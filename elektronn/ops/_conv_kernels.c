@@ -421,3 +421,83 @@ void corr_gradw(const float *x, const float *g, float *gw, float *acc, int bs, i
             gw[o * K + q] = sum;
         }
 }
+
+/* The weight gradient for few output channels, with the positions in the vector lanes:
+ * gw[o][c * nk + k] = sum_b sum_p ge[b][o][p] * x[b][c][p + offs[k]], where ge is g laid out
+ * on the input grid (zero where a grid position is not an output; see embed), so both operands
+ * are contiguous rows.  A register block of no output channels by nq (channel, tap) pairs
+ * keeps no * nq vector sums over all positions, reduced across lanes at the end; positions
+ * past the last full vector take scalar code.  Unlike corr_gradw, no lane is padding however
+ * few channels there are: it is used for oc < VW.  Each block sums its positions in the same
+ * order whatever the number of threads.
+ * x: (bs, ic, P); ge: (bs, oc, P); gw: (oc, ic, nk); n = P - offs[nk - 1]. */
+#define GRADW_POS_O 4
+#define GRADW_POS_Q 4
+
+static inline __attribute__((always_inline)) void
+gradw_pos_block(const int no, const int nq, const float *x, const float *ge, float *gw,
+                int bs, int ic, int oc, long P, long n, int nk, const long *offs, int o0, long q0)
+{
+    const long K = (long)ic * nk, nvec = n / VW * VW, tail = n - nvec;
+    vf acc[GRADW_POS_O * GRADW_POS_Q];
+    for (int i = 0; i < no * nq; i++) acc[i] = (vf){0};
+    for (int b = 0; b < bs; b++) {
+        const float *gb[GRADW_POS_O], *xq[GRADW_POS_Q];
+        for (int j = 0; j < no; j++) gb[j] = ge + ((long)b * oc + o0 + j) * P;
+        for (int i = 0; i < nq; i++)
+            xq[i] = x + ((long)b * ic + (q0 + i) / nk) * P + offs[(q0 + i) % nk];
+        for (long p = 0; p < nvec; p += VW) {
+            vf gv[GRADW_POS_O];
+            for (int j = 0; j < no; j++) gv[j] = loadu(gb[j] + p);
+            for (int i = 0; i < nq; i++) {
+                const vf xv = loadu(xq[i] + p);
+                for (int j = 0; j < no; j++) acc[j * nq + i] += gv[j] * xv;
+            }
+        }
+        if (tail) {  /* the last positions, zero-padded to a vector (x may end right after) */
+            vf gv[GRADW_POS_O];
+            for (int j = 0; j < no; j++) {
+                gv[j] = (vf){0};
+                memcpy(&gv[j], gb[j] + nvec, sizeof(float) * (size_t)tail);
+            }
+            for (int i = 0; i < nq; i++) {
+                vf xv = (vf){0};
+                memcpy(&xv, xq[i] + nvec, sizeof(float) * (size_t)tail);
+                for (int j = 0; j < no; j++) acc[j * nq + i] += gv[j] * xv;
+            }
+        }
+    }
+    for (int j = 0; j < no; j++)
+        for (int i = 0; i < nq; i++) {
+            float s = 0.0f;
+            for (int l = 0; l < VW; l++) s += acc[j * nq + i][l];
+            gw[(long)(o0 + j) * K + q0 + i] = s;
+        }
+}
+
+void corr_gradw_pos(const float *x, const float *ge, float *gw, int bs, int ic, int oc, long P,
+                    int nk, const long *offs)
+{
+    const long K = (long)ic * nk, n = P - offs[nk - 1];
+    const int nob = (oc + GRADW_POS_O - 1) / GRADW_POS_O;
+    const long nqb = (K + GRADW_POS_Q - 1) / GRADW_POS_Q;
+    const int big = (double)bs * n * K * oc > PARALLEL_MIN_FMA;
+#pragma omp parallel for schedule(static) if (big)
+    for (long job = 0; job < nob * nqb; job++) {
+        const int o0 = (int)(job / nqb) * GRADW_POS_O;
+        const long q0 = job % nqb * GRADW_POS_Q;
+        const int no = oc - o0 < GRADW_POS_O ? oc - o0 : GRADW_POS_O;
+        const int nq = K - q0 < GRADW_POS_Q ? (int)(K - q0) : GRADW_POS_Q;
+#define GRADW_POS_CASE(NO, NQ)                                                                \
+    case (NO) * 8 + (NQ):                                                                     \
+        gradw_pos_block(NO, NQ, x, ge, gw, bs, ic, oc, P, n, nk, offs, o0, q0);               \
+        break;
+        switch (no * 8 + nq) {
+        GRADW_POS_CASE(1, 1) GRADW_POS_CASE(1, 2) GRADW_POS_CASE(1, 3) GRADW_POS_CASE(1, 4)
+        GRADW_POS_CASE(2, 1) GRADW_POS_CASE(2, 2) GRADW_POS_CASE(2, 3) GRADW_POS_CASE(2, 4)
+        GRADW_POS_CASE(3, 1) GRADW_POS_CASE(3, 2) GRADW_POS_CASE(3, 3) GRADW_POS_CASE(3, 4)
+        GRADW_POS_CASE(4, 1) GRADW_POS_CASE(4, 2) GRADW_POS_CASE(4, 3) GRADW_POS_CASE(4, 4)
+        }
+#undef GRADW_POS_CASE
+    }
+}

@@ -12,19 +12,31 @@ has as many inputs as the ufunc; otherwise it loops over the elements in Python
   is just the ufunc call (8 us -> 2 us per node: most nodes of a small net's training step are
   elementwise).
 
+:class:`NumpyLinker` then runs the rewritten graph as one generated Python function with a
+line per node (elementwise nodes, sums and dimension shuffles as direct numpy calls, every other
+node through its ``perform``), instead of PyTensor's virtual machine calling a thunk per node.
+
 :data:`REWRITES` lists them with their positions in PyTensor's rewrite sequence (after its
 ``fast_run`` rewrites; Elemwise fusion and in-place elementwise rewrites are off in this mode).
 """
 
+import time
+
 import numpy as np
+from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+from pytensor.link.basic import JITLinker
+from pytensor.link.c.op import COp
 from pytensor.scalar import Add, Cast, Mul
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.graph.basic import Constant
+from pytensor.tensor.elemwise import CAReduce, DimShuffle, Elemwise
+from pytensor.tensor.shape import SpecifyShape
+from pytensor.tensor.type_other import NoneTypeT
 
 from elektronn.ops.fusion import fuse_conv_bias, fuse_conv_relu
 
-__all__ = ["NumpyElemwise", "split_variadic_add_mul", "cast_with_numpy", "lean_elemwise",
-           "REWRITES"]
+__all__ = ["NumpyElemwise", "NumpyLinker", "split_variadic_add_mul", "cast_with_numpy",
+           "lean_elemwise", "REWRITES"]
 
 
 class NumpyElemwise(Elemwise):
@@ -82,3 +94,130 @@ REWRITES = (
     (dfs_rewriter(lean_elemwise), 49.8),
 )
 """``(rewriter, position)`` pairs for ``Mode.register``."""
+
+
+class NumpyLinker(JITLinker):
+    """Runs a graph as one generated Python function: a line of numpy per node.
+
+    PyTensor's virtual machine calls a thunk per node, which reads its inputs from and writes
+    its outputs to storage cells and marks them computed: about 2 us per node on top of the
+    node's own work, which decides the speed of small nets (a training step has 150-200
+    nodes).  Here the nodes run in PyTensor's order as plain Python statements on local
+    variables, each deleted after its last use (as the virtual machine frees intermediate
+    results).  :class:`NumpyElemwise` nodes call their ufunc, sums and other reductions call
+    ``ufunc.reduce``, dimension shuffles are a ``transpose`` and an index; other nodes call
+    their ``perform`` (or, for Ops with their own thunks, that thunk).  Floating-point warnings
+    are silenced for the whole function, as ``Elemwise.perform`` does per node.
+    """
+
+    def fgraph_convert(self, fgraph, order, input_storage, output_storage, storage_map,
+                       **kwargs):
+        return _python_function(fgraph, order, storage_map)
+
+    def jit_compile(self, fn):
+        return fn
+
+    def create_thunk_inputs(self, storage_map):
+        return [storage_map[v] for v in self.fgraph.inputs]
+
+
+def _plain_perform(op):
+    """Whether ``op`` runs through ``perform`` in Python (its thunk is PyTensor's generic one)."""
+    return type(op).make_thunk in (Op.make_thunk, COp.make_thunk)
+
+
+def _python_function(fgraph, order, storage_map, timings=None):
+    """Generate the function ``(*inputs) -> tuple of outputs`` of :class:`NumpyLinker`.
+
+    ``timings``: a float64 array of ``len(order)`` entries; if given, the function adds the
+    thread CPU time of node ``i`` (in ns) to ``timings[i]`` (for profiling, see
+    ``benchmarks/profile_step.py``).
+    """
+    names, env, lines = {}, {"asarray": np.asarray, "errstate": np.errstate}, []
+    if timings is not None:
+        env.update(_clock=time.thread_time_ns, _timings=timings)
+
+    def name(var):
+        if var not in names:
+            if var.owner is None and var not in fgraph.inputs:  # a constant
+                names[var] = f"k{len(env)}"
+                env[names[var]] = var.data
+            else:
+                names[var] = f"v{len(names)}"
+        return names[var]
+
+    args = [name(v) for v in fgraph.inputs]
+    last_use = {}
+    for i, node in enumerate(order):
+        for var in node.inputs:
+            last_use[var] = i
+    keep = set(fgraph.outputs) | set(fgraph.inputs)
+    for i, node in enumerate(order):
+        if timings is not None:
+            lines.append("_t0 = _clock()")
+        ins = ", ".join(name(v) for v in node.inputs)
+        outs = [name(v) for v in node.outputs]
+        op, tag = node.op, f"n{i}"
+        if type(op) is NumpyElemwise:
+            op.nfunc is None and op.prepare_node(node, None, None, "py")
+            env[tag], env[tag + "t"] = op.nfunc, np.dtype(node.outputs[0].dtype)
+            lines.append(f"{outs[0]} = asarray({tag}({ins}), {tag}t)")
+        elif (type(op) is CAReduce or isinstance(op, CAReduce) and type(op).perform is
+              CAReduce.perform) and op.scalar_op.nfunc_spec is not None:
+            acc = op.acc_dtype or node.outputs[0].dtype
+            # perform converts the input to acc first; reduce(dtype=acc) converts on the fly
+            # (as many float64 additions, without a float64 copy of the input)
+            env[tag], env[tag + "a"] = op.ufunc.reduce, np.dtype(acc)
+            env[tag + "t"] = np.dtype(node.outputs[0].dtype)
+            lines.append(f"{outs[0]} = asarray({tag}({ins}, axis={op.axis!r}, dtype={tag}a), "
+                         f"{tag}t)")
+        elif type(op) is DimShuffle and node.outputs[0].ndim > 0:
+            index = ["None" if d == "x" else ":" for d in op.new_order] + ["0"] * len(op.drop)
+            moved = op._transposition != tuple(range(node.inputs[0].ndim))
+            src = f"{ins}.transpose({op._transposition!r})" if moved else ins
+            lines.append(f"{outs[0]} = {src}[{', '.join(index)},]")
+        elif type(op) is SpecifyShape and all(isinstance(v, Constant) for v in node.inputs[1:]):
+            # the input itself when its shape matches; else perform raises the error
+            shape = tuple(None if isinstance(v.type, NoneTypeT) else int(v.data)
+                          for v in node.inputs[1:])
+            env[tag], env[tag + "n"] = op.perform, node
+            ok = " and ".join([f"{name(node.inputs[0])}.ndim == {len(shape)}"] + [
+                f"{name(node.inputs[0])}.shape[{d}] == {n}" for d, n in enumerate(shape)
+                if n is not None])
+            lines.append(f"if not ({ok}): {tag}({tag}n, [{ins}], [[None]])")
+            lines.append(f"{outs[0]} = {name(node.inputs[0])}")
+        elif _plain_perform(op):
+            op.prepare_node(node, None, None, "py")
+            env[tag], env[tag + "n"] = op.perform, node
+            lines.append(f"{tag}s = [[None] for _ in range({len(outs)})]")
+            lines.append(f"{tag}({tag}n, [{ins}], {tag}s)")
+            lines.append(f"{', '.join(outs)}, = [s[0] for s in {tag}s]")
+        else:  # an Op with its own thunk: it reads and writes its cells in storage_map
+            compute_map = {v: [v.owner is None] for v in node.inputs + node.outputs}
+            thunk = op.make_thunk(node, storage_map, compute_map, [], impl="py")
+            env[tag] = thunk
+            for j, var in enumerate(node.inputs):
+                env[f"{tag}i{j}"] = storage_map[var]
+                lines.append(f"{tag}i{j}[0] = {name(var)}")
+            lines.append(f"{tag}()")
+            for j, var in enumerate(node.outputs):
+                env[f"{tag}o{j}"] = storage_map[var]
+                lines.append(f"{outs[j]} = {tag}o{j}[0]; {tag}o{j}[0] = None")
+            # free the cells of intermediate results (those of inputs and constants belong
+            # to the function and to the graph)
+            lines += [f"{tag}i{j}[0] = None" for j, var in enumerate(node.inputs)
+                      if var.owner is not None]
+        if timings is not None:
+            lines.append(f"_timings[{i}] += _clock() - _t0")
+        dead = sorted({names[v] for v in node.inputs if last_use[v] == i and v not in keep
+                       and v.owner is not None}
+                      | {names[v] for v in node.outputs if v not in last_use and v not in keep})
+        if dead:
+            lines.append(f"del {', '.join(dead)}")
+    result = "".join(f"{name(v)}, " for v in fgraph.outputs)
+    body = "\n        ".join(lines + [f"return ({result})"])
+    src = f"def numpy_graph({', '.join(args)}):\n    with errstate(all='ignore'):\n        {body}\n"
+    exec(compile(src, f"<elektronn numpy graph {id(fgraph):x}>", "exec"), env)  # noqa: S102
+    fn = env["numpy_graph"]
+    fn.source = src
+    return fn

@@ -84,6 +84,21 @@ def test_corr_weights_channel_blocks(c_kernels, rng, bs, ic, oc, sp, k):
     )
 
 
+@pytest.mark.parametrize("bs, ic, oc, sp, k", [
+    (2, 2, 4, (7, 21, 21), (1, 4, 4)),  # the golden n3d net's first layer
+    (3, 5, 6, (9, 31), (3, 3)),  # a vector tail, a short last channel block
+    (1, 7, 15, (300,), (5,)),  # four channel blocks, a short last pair block
+    (2, 1, 1, (16, 16), (1, 1)),  # no tail: positions end at the row end
+])
+def test_corr_weights_positions_in_lanes(c_kernels, rng, bs, ic, oc, sp, k):
+    """Few output channels on larger planes: ``corr_gradw_pos``, every block shape."""
+    x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
+    g = rng.standard_normal((bs, oc, *(s - kk + 1 for s, kk in zip(sp, k)))).astype(np.float32)
+    np.testing.assert_allclose(
+        _kernels.corr_weights(x, g, k), reference.corr_weights(x, g, k), rtol=1e-4, atol=1e-3
+    )
+
+
 @pytest.mark.parametrize("merged", [False, True])
 @pytest.mark.parametrize("bs, ic, oc, sp, k", [
     (16, 4, 5, (5, 9, 9), (3, 3, 3)),  # small 3-D planes (MFP fragments)

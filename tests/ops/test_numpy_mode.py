@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pytest
 import pytensor
 import pytensor.tensor as pt
 from pytensor.tensor.elemwise import Elemwise
@@ -59,3 +60,49 @@ def test_results_do_not_alias_inputs():
     out = f(value)
     out[0] = 7
     np.testing.assert_array_equal(value, [-1.0, 2.0])
+
+
+def test_linker_runs_reductions_shuffles_and_shape_checks_like_pytensor():
+    """NumpyLinker's direct code paths agree with PyTensor's own Python mode."""
+    x = pt.tensor("x", dtype="float32", shape=(None, 1, None))
+    m = pt.matrix("m", dtype="float32")
+    checked = pt.specify_shape(m, (2, None))
+    outputs = [
+        x.sum(dtype="float64"),  # float64 accumulation of float32
+        x.max(axis=2),
+        x.dimshuffle(2, 0),  # transpose and drop a broadcastable axis
+        x.dimshuffle("x", 0, 1, "x", 2),
+        checked.T * 2,
+        pt.argmax(m, axis=1),  # an Op through its perform
+    ]
+    rng = np.random.default_rng(1)
+    values = [rng.normal(size=(3, 1, 4)).astype(np.float32),
+              rng.normal(size=(2, 5)).astype(np.float32)]
+    fast, slow, _ = both_modes([x, m], outputs, values)
+    for got, want in zip(fast, slow, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    f = pytensor.function([m], checked * 2, mode=backend.get_mode("numpy"))
+    with pytest.raises(AssertionError, match="SpecifyShape"):
+        f(np.ones((3, 5), np.float32))
+
+
+def test_linker_frees_intermediate_results():
+    """Each intermediate variable of the generated function is deleted after its last use."""
+    x = pt.vector("x", dtype="float32")
+    f = pytensor.function([x], pt.exp(pt.tanh(x) + 1) * 2, mode=backend.get_mode("numpy"))
+    source = f.vm.jit_fn.source
+    assert source.count("del ") >= 2
+    np.testing.assert_allclose(f(np.zeros(3, np.float32)), 2 * np.exp(1), rtol=1e-6)
+
+
+def test_linker_runs_ops_with_their_own_thunks_repeatedly():
+    """A Scan (its own thunk) over a shared matrix: the shared value survives every call."""
+    w = pytensor.shared(np.eye(3, dtype=np.float32) * 2, name="w")
+    x = pt.matrix("x", dtype="float32")
+    ys = pytensor.scan(lambda row: pt.dot(row, w), sequences=[x], return_updates=False)
+    f = pytensor.function([x], ys, mode=backend.get_mode("numpy"))
+    value = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for _ in range(2):
+        np.testing.assert_allclose(f(value), value * 2)
+    np.testing.assert_array_equal(w.get_value(), np.eye(3) * 2)
