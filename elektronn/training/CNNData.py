@@ -8,8 +8,10 @@ volumes on disk in :mod:`elektronn.training.volumes`, the geometry of cubes and 
 
 Layouts
 -------
-* On disk (HDF5): images ``(ch, x, y, z)`` or ``(x, y, z)``, labels ``(x, y, z)`` (or already
-  ``(z, ch, x, y)`` / ``(z, x, y)`` with ``zchxy_order=True``).
+* On disk (HDF5 files, or zarr groups: ``("raw_0.zarr", "raw")`` names the array ``raw`` of
+  the group ``raw_0.zarr``, see :mod:`elektronn.training.volumes`): images ``(ch, x, y, z)``
+  or ``(x, y, z)``, labels ``(x, y, z)`` (or already ``(z, ch, x, y)`` / ``(z, x, y)`` with
+  ``zchxy_order=True``).
 * In the object: images ``(z, ch, x, y)``, labels ``(z, x, y)``; after loading, image and labels
   of a cube share their spatial extent and ``label[v]`` belongs to ``image[v]`` (the labels are
   zero-padded by the CNN offset, or the image is cropped; see
@@ -20,10 +22,11 @@ Layouts
 
 Volumes larger than memory
 --------------------------
-With ``in_memory=False`` the HDF5 datasets stay on disk (files open read-only, reopened in a
-new process) and every example reads only its own window. The batches are identical to those
-of ``in_memory=True`` for the same seed (except with ``pre_process='standardise'``, whose
-statistics are computed in chunks); ``downsample_xy`` needs ``in_memory=True``.
+With ``in_memory=False`` the HDF5 datasets or zarr arrays stay on disk (files open read-only,
+reopened in a new process) and every example reads only its own window. The batches are
+identical to those of ``in_memory=True`` for the same seed (except with
+``pre_process='standardise'``, whose statistics are computed in chunks); ``downsample_xy``
+needs ``in_memory=True``.
 
 Random numbers of CNNData
 -------------------------
@@ -51,7 +54,6 @@ import gc
 import logging
 import os
 
-import h5py
 import numpy as np
 
 from elektronn.training import patches
@@ -63,6 +65,7 @@ from elektronn.training.volumes import (
     dataset_info,
     image_divisor,
     label_chunks,
+    open_data_file,
     read_dataset,
 )
 from elektronn.training.warping import (
@@ -353,8 +356,8 @@ class CNNData:
         logger.info("Loading %s and %s", d_file, l_file)
         d_shape, d_dtype = dataset_info(d_file, d_key)
         l_shape, _ = dataset_info(l_file, l_key)
-        with h5py.File(l_file, "r") as f:
-            info = f["info"][()] if "info" in f else None
+        with open_data_file(l_file) as f:
+            info = np.asarray(f["info"][...]) if "info" in f else None
         if len(d_shape) not in (3, 4):
             raise ValueError(f"{d_file}:{d_key}: images must have 3 or 4 axes, got {d_shape}")
         chan = len(d_shape) == 4

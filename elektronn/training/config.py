@@ -917,8 +917,8 @@ class Config:
     def checkDataFiles(self):
         """Check that the data files of an image training exist, before any long work.
 
-        Checks ``data_path``/``d_files``, ``label_path``/``l_files`` and
-        ``preview_data_path`` (a ``data_class_name`` loads its own data).
+        Checks ``data_path``/``d_files``, ``label_path``/``l_files`` (HDF5 files or zarr
+        stores) and ``preview_data_path`` (a ``data_class_name`` loads its own data).
 
         Raises
         ------
@@ -935,11 +935,15 @@ class Config:
                    for name, key in self.l_files]
         if self.preview_data_path is not None:
             wanted.append((Path(self.preview_data_path), None, "preview_data_path"))
-        missing = [(path, key, option) for path, key, option in wanted if not path.is_file()]
+        from elektronn.training.volumes import is_zarr
+
+        missing = [(path, key, option) for path, key, option in wanted
+                   if not (path.is_file() or (key and path.is_dir() and is_zarr(path)))]
         if not missing:
             return
         lines = [f"{option} file {path.absolute()} does not exist" +
-                 (f" (expected an HDF5 file with the dataset {key!r})" if key else "")
+                 (f" (expected an HDF5 file or a zarr group with the dataset {key!r})"
+                  if key else "")
                  for path, key, option in missing]
         hint = _synthetic_hint(self.d_files, self.l_files, self.data_path, self.label_path)
         raise ConfigError(f"{self._source}: missing data:\n  " + "\n  ".join(lines) +

@@ -1,17 +1,22 @@
 """Lazy, read-only access to the image and label volumes of training data on disk.
 
-:class:`H5Volume` shows an HDF5 dataset as an array in another axis order; indexing reads only
-the window asked for, so volumes larger than memory can be trained on. :func:`convert` is the
-one value conversion (cast, divide, standardise) used for data in memory and on disk alike.
+:class:`H5Volume` shows an HDF5 dataset, or an array of a zarr group, as an array in another
+axis order; indexing reads only the window asked for, so volumes larger than memory can be
+trained on. A data file is an HDF5 file or a zarr store holding a group (a directory with
+zarr metadata, or named ``*.zarr``); ``("raw_0.zarr", "raw")`` names the array ``raw`` of
+the group ``raw_0.zarr`` as ``("raw_0.h5", "raw")`` names the dataset ``raw`` of an HDF5 file
+(zarr needs ``pip install elektronn[distributed]``). :func:`convert` is the one value
+conversion (cast, divide, standardise) used for data in memory and on disk alike.
 """
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
 
-__all__ = ["DataError", "H5Volume", "convert", "dataset_info", "image_divisor", "read_dataset",
-           "label_chunks"]
+__all__ = ["DataError", "H5Volume", "convert", "dataset_info", "image_divisor", "is_zarr",
+           "open_data_file", "read_dataset", "label_chunks"]
 
 _CHUNK = 2 ** 24  # elements per read when scanning a dataset on disk
 
@@ -20,9 +25,80 @@ class DataError(ValueError):
     """Training data that cannot be used; the message names the file and the dataset."""
 
 
-def _h5_open(path, key=None):
-    """Open an HDF5 file (and check ``key``) with errors that name the file and dataset."""
+def is_zarr(path):
+    """Whether ``path`` names a zarr store: a directory with zarr metadata, or ``*.zarr``."""
+    p = Path(os.fspath(path))
+    if p.is_dir() and any((p / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray")):
+        return True
+    return p.suffix.lower() == ".zarr"
+
+
+class _ZarrFile:
+    """A zarr group opened read-only, used like the ``h5py.File`` of an HDF5 data file."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def __getitem__(self, key):
+        return self.group[key]
+
+    def __contains__(self, key):
+        return key in self.group
+
+    def close(self):
+        """Nothing to close (zarr opens its chunks per read)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _zarr_open(path, key):
+    try:
+        import zarr
+    except ImportError:
+        raise DataError(f"{path}: reading zarr data needs zarr; install it with `pip install "
+                        "elektronn[distributed]`") from None
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: the zarr store does not exist")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as e:  # an array at the root, or no zarr metadata
+        raise DataError(f"{path}: cannot be read as a zarr group holding the data as named "
+                        f"arrays (e.g. ('{Path(path).name}', 'raw')): {e}") from None
+    if key is not None and not hasattr(group.get(key), "shape"):
+        names = sorted(name for name, node in group.members(max_depth=None)
+                       if hasattr(node, "shape"))
+        raise DataError(f"{path}: has no array {key!r}; its arrays are {names}")
+    return _ZarrFile(group)
+
+
+def open_data_file(path, key=None):
+    """Open a data file (HDF5 or zarr) read-only, and check that it holds ``key``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An HDF5 file or a zarr store holding a group.
+    key : str, optional
+        A dataset (array) that must be in it.
+
+    Returns
+    -------
+    h5py.File or a zarr group wrapper
+        Both index datasets by name (``f[key]``), support ``key in f`` and ``with``.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the dataset: a missing or damaged file, a missing dataset (with
+        the datasets it has), or zarr data without zarr installed.
+    """
     path = os.fspath(path)
+    if is_zarr(path):
+        return _zarr_open(path, key)
     if not os.path.isfile(path):
         raise DataError(f"{path}: the data file does not exist")
     try:
@@ -40,7 +116,7 @@ def _h5_open(path, key=None):
 
 
 def dataset_info(path, key):
-    """Shape and dtype of dataset ``key`` of the HDF5 file ``path``.
+    """Shape and dtype of dataset ``key`` of the HDF5 file (or zarr group) ``path``.
 
     Raises
     ------
@@ -48,12 +124,12 @@ def dataset_info(path, key):
         If the file is missing, not readable as HDF5 (e.g. truncated) or has no such dataset;
         the message names the file, the dataset and the datasets the file has.
     """
-    with _h5_open(path, key) as f:
+    with open_data_file(path, key) as f:
         return f[key].shape, f[key].dtype
 
 
 class H5Volume:
-    """A read-only, array-like window onto an HDF5 dataset, in another axis order.
+    """A read-only, array-like window onto an HDF5 dataset or zarr array, in another axis order.
 
     Indexing with ints and unit-step slices reads just that window from disk. Positions of
     the volume outside the dataset read as 0 (used for labels, which are zero-padded to the
@@ -62,9 +138,9 @@ class H5Volume:
     Parameters
     ----------
     path : str or os.PathLike or None
-        The HDF5 file; None: a volume of zeros.
+        The HDF5 file or zarr store (see :func:`open_data_file`); None: a volume of zeros.
     key : str or None
-        The dataset name.
+        The dataset (array) name.
     axes : sequence of (int or None)
         For every axis of the volume the dataset axis it shows, or None for a length-1 axis
         the dataset does not have (e.g. the channel of single-channel images).
@@ -104,7 +180,7 @@ class H5Volume:
 
     def _dataset(self):
         if self._handle is None or self._pid != os.getpid():  # h5py handles do not survive fork
-            self._handle = _h5_open(self.path, self.key)
+            self._handle = open_data_file(self.path, self.key)
             self._pid = os.getpid()
         return self._handle[self.key]
 
@@ -232,10 +308,10 @@ def image_divisor(dtype):
 
 
 def read_dataset(path, key):
-    """The whole dataset ``key`` of the HDF5 file ``path`` as an array (errors: DataError)."""
-    with _h5_open(path, key) as f:
+    """The whole dataset ``key`` of the data file ``path`` as an array (errors: DataError)."""
+    with open_data_file(path, key) as f:
         try:
-            return f[key][()]
+            return np.asarray(f[key][...])
         except OSError as e:
             raise DataError(f"{path}: dataset {key!r} cannot be read (truncated or damaged "
                             f"file?): {e}") from None
