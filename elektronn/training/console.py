@@ -47,7 +47,8 @@ import numpy as np
 
 from elektronn.utils import pprinttime
 
-__all__ = ["OPTIMIZERS", "InterruptFlag", "pprintmenu", "status_line", "Console"]
+__all__ = ["OPTIMIZERS", "RESUME", "ABORT", "KILL", "InterruptFlag", "pprintmenu", "status_line",
+           "Console", "open_console"]
 
 logger = logging.getLogger("elektronn")
 
