@@ -142,8 +142,8 @@ def main(argv=None):
             trainer.checkSaveFolder(args.resume, args.param_file)
             trainer.loadData()
             trainer.prepareSaveFolder(args.resume)
-        except (ConfigError, DataError, RuntimeError) as e:
-            logger.error("%s", e)
+        except (ConfigError, DataError, RuntimeError, FileNotFoundError) as e:
+            logger.error("%s", e)  # FileNotFoundError: e.g. MNISTData's message where to put it
             return EXIT_BAD_INPUT
         log_file = os.path.join(config.save_path, f"{config.save_name}.log")
         handlers.append(_add_handler(logging.FileHandler(log_file, encoding="utf-8")))

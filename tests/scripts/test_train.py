@@ -77,6 +77,14 @@ def test_missing_data_of_an_own_layout_has_no_synthetic_hint(tmp_path, caplog, m
     assert "img.h5 does not exist" in caplog.text and "synthetic" not in caplog.text
 
 
+def test_missing_mnist_file_is_a_message_not_a_traceback(tmp_path, caplog, capsys):
+    missing = tmp_path / "nowhere" / "mnist.pkl.gz"
+    code = run(["MNIST_MLP_config", "--set", f"save_path={tmp_path / 'run'}/",
+                "--set", f"data_load_kwargs={{'path': {str(missing)!r}}}"], caplog)
+    assert code == 2 and str(missing) in caplog.text
+    assert "Traceback" not in caplog.text + capsys.readouterr().err
+
+
 def test_the_hinted_command_writes_the_missing_cubes(tmp_path, monkeypatch):
     from elektronn.data import synthetic
     from elektronn.training.config import Config
