@@ -95,6 +95,8 @@ def test_console_commands_resume_and_abort(tmp_path, data_dir):
         command(child, "sethist 3", "Monitoring every 3 steps")
         command(child, "save console.param", "Saving done")
         assert (run_dir(tmp_path) / "console.param").stat().st_size > 0
+        command(child, "load console.param", "Loaded!")
+        command(child, "load missing.param", "load failed: .*missing.param")
         command(child, "self.config.optimizer", "'SGD'")
         command(child, "answer = 6 * 7", "")
         command(child, "answer", "42")
