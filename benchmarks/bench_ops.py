@@ -4,7 +4,7 @@ Times two layers (see ``LAYERS``), forward and forward+backward, with the Ops co
 through PyTensor in one of elektronn's modes, next to the same layer in PyTorch (when
 importable) and a numpy float32 matrix product measured in the same run::
 
-    python benchmarks/bench_ops.py [--quick] [--repeats N] [--mode numpy|c|jax|numba] [--json PATH]
+    python benchmarks/bench_ops.py [--quick] [--repeats N] [--mode numpy|c|jax] [--json PATH]
 
 Forward+backward means the output and the gradients with respect to input and weights of
 ``sum(conv(x, w) * G)`` for a fixed random ``G``.  FLOPs are counted as
@@ -152,7 +152,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default 20, quick 3)")
     p.add_argument("--json", default="bench_results/bench_ops.json", help="output JSON path")
-    p.add_argument("--mode", default=None, choices=("numpy", "c", "jax", "numba"),
+    p.add_argument("--mode", default=None, choices=("numpy", "c", "jax"),
                    help="elektronn mode (default: ELEKTRONN_MODE or the library's default)")
     return p.parse_args(argv)
 

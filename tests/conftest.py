@@ -8,8 +8,12 @@ import zlib
 import numpy as np
 import pytest
 
-import elektronn  # noqa: F401  (configures PyTensor: float32, compile dir)
+from elektronn import backend
 from elektronn.ops import _kernels
+
+# elektronn's settings (float32, compile dir, ...) for the graphs the tests build by hand, as
+# building a net would apply them; tests/test_imports.py checks that imports alone change nothing.
+backend.configure()
 
 pytest_plugins = ["tests.ci_skips"]
 

@@ -1,4 +1,6 @@
-"""elektronn.backend: the modes, and what the default "numpy" mode does to a graph."""
+"""elektronn.backend: settings, the modes, and what the default "numpy" mode does to a graph."""
+
+from pathlib import Path
 
 import numpy as np
 import pytensor
@@ -30,7 +32,7 @@ def test_environment_selects_mode(monkeypatch):
     assert backend.mode_name() == "py"
 
 
-@pytest.mark.parametrize("bad", ["cuda", "", "NUMPYY"])
+@pytest.mark.parametrize("bad", ["cuda", "", "NUMPYY", "numba"])
 def test_unknown_mode_is_named(bad):
     with pytest.raises(ValueError, match="mode must be one of"):
         backend.set_mode(bad)
@@ -103,15 +105,15 @@ def test_keep_freed_memory_applies_on_glibc(monkeypatch):
     assert backend.keep_freed_memory() is expected
 
 
-def _tiny_nets():
+def _tiny_nets(mode):
     from elektronn.net.convnet import MixedConvNN
 
-    net2 = MixedConvNN((12, 12), input_depth=1, batch_size=2, seed=0)
+    net2 = MixedConvNN((12, 12), input_depth=1, batch_size=2, seed=0, mode=mode)
     net2.addConvLayer(3, 3, pool_shape=2, activation_func="relu")
     net2.addPerceptronLayer(4, activation_func="tanh")
     net2.addPerceptronLayer(3, activation_func="linear")
     net2.compileOutputFunctions(target="nll")
-    net3 = MixedConvNN((5, 10, 10), input_depth=1, batch_size=1, seed=0)
+    net3 = MixedConvNN((5, 10, 10), input_depth=1, batch_size=1, seed=0, mode=mode)
     net3.addConvLayer(3, (1, 3, 3), pool_shape=(1, 2, 2), activation_func="relu")
     net3.addConvLayer(2, (2, 2, 2), pool_shape=1, activation_func="linear", is_last_layer=True)
     net3.compileOutputFunctions(target="nll")
@@ -127,24 +129,20 @@ def test_jax_mode_trains_like_numpy_mode(index):
     """Losses and SGD steps of a 2-D and a 3-D net agree between the JAX and numpy modes."""
     pytest.importorskip("jax")
     losses = {}
-    try:
-        for mode in ("jax", "numpy"):
-            backend.set_mode(mode)
-            cnn, (x, y) = _tiny_nets()[index]
-            cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
-            losses[mode] = [float(cnn.trainingStep(x, y, mode="SGD")[0]) for _ in range(3)]
-            losses[mode].append(float(cnn.get_loss(x, y)[0]))
-    finally:
-        backend.set_mode("numpy")
+    for mode in ("jax", "numpy"):
+        cnn, (x, y) = _tiny_nets(mode)[index]
+        cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
+        losses[mode] = [float(cnn.trainingStep(x, y, mode="SGD")[0]) for _ in range(3)]
+        losses[mode].append(float(cnn.get_loss(x, y)[0]))
     np.testing.assert_allclose(losses["jax"], losses["numpy"], rtol=1e-4)
     assert losses["numpy"][-1] < losses["numpy"][0]
 
 
-def _fusion_net(mfp):
+def _fusion_net(mfp, mode):
     """A 3-D relu net: MFP layers (prediction) or an unpooled and a pooled layer (training)."""
     from elektronn.net.convnet import MixedConvNN
 
-    cnn = MixedConvNN((5, 11, 11), input_depth=1, batch_size=1, seed=0)
+    cnn = MixedConvNN((5, 11, 11), input_depth=1, batch_size=1, seed=0, mode=mode)
     cnn.addConvLayer(3, (1, 3, 3), pool_shape=(1, 1, 1) if not mfp else (1, 2, 2),
                      activation_func="relu", use_fragment_pooling=mfp)
     cnn.addConvLayer(3, (2, 2, 2), pool_shape=(1, 2, 2) if not mfp else 1,
@@ -165,15 +163,11 @@ def test_fused_conv_bias_relu_predicts_like_py_mode():
     """MFP net: every layer's bias and relu fused in numpy mode, same probabilities."""
     x = np.random.default_rng(0).normal(size=(1, 5, 1, 11, 11)).astype(np.float32)
     probs = {}
-    try:
-        for mode in ("numpy", "py"):
-            backend.set_mode(mode)
-            cnn = _fusion_net(mfp=True)
-            probs[mode] = cnn.class_probabilities(x)
-            if mode == "numpy":
-                assert _fused_activations(cnn.class_probabilities.fn) == ["linear", "relu", "relu"]
-    finally:
-        backend.set_mode("numpy")
+    for mode in ("numpy", "py"):
+        cnn = _fusion_net(mfp=True, mode=mode)
+        probs[mode] = cnn.class_probabilities(x)
+        if mode == "numpy":
+            assert _fused_activations(cnn.class_probabilities.fn) == ["linear", "relu", "relu"]
     np.testing.assert_allclose(probs["numpy"], probs["py"], rtol=1e-5, atol=1e-6)
 
 
@@ -182,19 +176,15 @@ def test_fused_conv_bias_relu_trains_like_py_mode():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 5, 1, 11, 11)).astype(np.float32)
     losses, weights = {}, {}
-    try:
-        for mode in ("numpy", "py"):
-            backend.set_mode(mode)
-            cnn = _fusion_net(mfp=False)
-            y = np.random.default_rng(1).integers(0, 2, (1, *cnn.output_shape[2:]))
-            cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
-            losses[mode] = [float(cnn.trainingStep(x, y.astype(np.int16), mode="SGD")[0])
-                            for _ in range(3)]
-            weights[mode] = cnn.layers[0].W.get_value()
-            if mode == "numpy":
-                assert _fused_activations(cnn.SGD.step) == ["linear", "relu"]
-    finally:
-        backend.set_mode("numpy")
+    for mode in ("numpy", "py"):
+        cnn = _fusion_net(mfp=False, mode=mode)
+        y = np.random.default_rng(1).integers(0, 2, (1, *cnn.output_shape[2:]))
+        cnn.setOptimizerParams(SGD={"LR": 0.05, "momentum": 0.9})
+        losses[mode] = [float(cnn.trainingStep(x, y.astype(np.int16), mode="SGD")[0])
+                        for _ in range(3)]
+        weights[mode] = cnn.layers[0].W.get_value()
+        if mode == "numpy":
+            assert _fused_activations(cnn.SGD.step) == ["linear", "relu"]
     np.testing.assert_allclose(losses["numpy"], losses["py"], rtol=1e-5)
     np.testing.assert_allclose(weights["numpy"], weights["py"], rtol=1e-4, atol=1e-6)
 
@@ -215,3 +205,134 @@ def test_numpy_mode_casts_with_numpy():
     for got, want in zip(f(xv, yv), expected, strict=True):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+# --- modes per net ----------------------------------------------------------------------------
+
+def _linker(fn):
+    """What tells the modes apart: rewrite tags, elektronn's own rewrites, C thunks."""
+    query = fn.maker.mode.provided_optimizer
+    return sorted(query.include), len(query.extra_rewrites), fn.maker.linker.c_thunks
+
+
+def _small_net(**kwargs):
+    from elektronn.net.convnet import MixedConvNN
+
+    cnn = MixedConvNN((8, 8), input_depth=1, batch_size=2, seed=0, **kwargs)
+    cnn.addConvLayer(2, 3, pool_shape=2, activation_func="relu")
+    cnn.addPerceptronLayer(3, activation_func="linear")
+    cnn.compileOutputFunctions(target="nll")
+    return cnn
+
+
+def test_mode_context_restores_the_mode(monkeypatch):
+    monkeypatch.setattr(backend, "_mode_name", "numpy")
+    with backend.mode("PY") as name:
+        assert name == backend.mode_name() == "py"
+        with backend.mode("c"):
+            assert backend.mode_name() == "c"
+        assert backend.mode_name() == "py"
+    assert backend.mode_name() == "numpy"
+    with pytest.raises(ValueError, match="mode must be one of"), backend.mode("numba"):
+        pass
+
+
+def test_net_mode_is_fixed_when_the_net_is_built(monkeypatch):
+    """Every function of a net, optimisers included, compiles in the mode it was built with."""
+    monkeypatch.setattr(backend, "_mode_name", None)
+    monkeypatch.delenv("ELEKTRONN_MODE", raising=False)
+    with backend.mode("py"):
+        cnn = _small_net()
+    explicit = _small_net(mode="py")
+    default = _small_net()
+    assert (cnn.mode, explicit.mode, default.mode) == ("py", "py", "numpy")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    y = np.zeros(2, np.int16)
+    with backend.mode("c"):  # the current mode no longer matters for built nets
+        for net in (cnn, explicit, default):
+            net.class_probabilities(x)
+            net.trainingStep(x, y, mode="SGD")
+    py = _linker(pytensor.function([], [], mode=backend.get_mode("py")))
+    numpy = _linker(pytensor.function([], [], mode=backend.get_mode("numpy")))
+    assert py != numpy
+    for net in (cnn, explicit):
+        assert _linker(net.class_probabilities.fn) == py
+        assert _linker(net.SGD.step) == py
+    assert _linker(default.class_probabilities.fn) == numpy
+    assert _linker(default.SGD.step) == numpy
+    with pytest.raises(ValueError, match="mode must be one of"):
+        _small_net(mode="gpu")
+
+
+# --- settings: applied by configure, shown by settings, undone by restore ----------------------
+
+def test_configure_settings_restore_round_trip(monkeypatch):
+    import ctypes
+
+    from elektronn.ops import _kernels
+
+    calls = []
+    libc = ctypes.CDLL(None)
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a: type("C", (), {"mallopt": staticmethod(
+        lambda *args: calls.append(args) or 1)})() if a == (None,) else libc)
+    for name in ("GLIBC_TUNABLES", *backend._USER_MALLOC_VARS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("ELEKTRONN_KERNELS", "numpy")
+    monkeypatch.setenv("ELEKTRONN_KEEP_MEMORY", "1")
+    backend.restore()  # the test session configured already (tests/conftest.py)
+    assert backend.settings()["configured"] is False
+    calls.clear()
+    pytensor.config.floatX = "float64"
+    try:
+        applied = backend.configure()
+        assert applied == backend.settings()
+        assert applied["configured"] is True
+        assert applied["floatX"] == pytensor.config.floatX == "float32"
+        assert applied["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert applied["kernels"] == "numpy" and _kernels.kernel_library() is None
+        assert applied["keep_freed_memory"] is True and len(calls) == 2
+        assert backend.configure() == applied and len(calls) == 2  # applied once
+        backend.restore()
+        restored = backend.settings()
+        assert restored["configured"] is False
+        assert pytensor.config.floatX == "float64"
+        assert "OMP_WAIT_POLICY" not in __import__("os").environ
+        assert restored["kernels"] == "c"
+        assert len(calls) == 4  # glibc's thresholds set back
+    finally:
+        backend.restore()
+        pytensor.config.floatX = "float32"
+        monkeypatch.undo()
+        backend.configure()
+
+
+def test_environ_is_the_one_reader(monkeypatch):
+    monkeypatch.setenv("ELEKTRONN_MNIST", "/data/mnist.pkl.gz")
+    assert backend.environ("ELEKTRONN_MNIST") == "/data/mnist.pkl.gz"
+    monkeypatch.delenv("ELEKTRONN_KERNELS", raising=False)
+    assert backend.environ("ELEKTRONN_KERNELS") == "c"
+    with pytest.raises(ValueError, match="ELEKTRONN_MODE"):
+        backend.environ("ELEKTRONN_GPU")
+
+
+@pytest.mark.slow
+def test_compiledir_from_the_environment_applies_when_a_net_is_built(tmp_path):
+    """ELEKTRONN_COMPILEDIR: untouched by imports, PyTensor's compile dir once a net is built."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import pytensor\n"
+        "from elektronn.net.convnet import MixedConvNN\n"
+        "from elektronn import backend\n"
+        "assert backend._compiledir_if_set() is None\n"
+        "MixedConvNN((8, 8), input_depth=1)\n"
+        "print(pytensor.config.compiledir)\n"
+    )
+    env = dict(os.environ, ELEKTRONN_COMPILEDIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert Path(out.stdout.split()[-1]).parent == (tmp_path / "cache").resolve()

@@ -62,14 +62,17 @@ class RandomStreams:
         return self._draw(pt.random.normal, shape)
 
 
-def compile_function(inputs, outputs, updates=(), rng_updates=None, name=None):
-    """``pytensor.function`` in elektronn's mode, with the random-stream updates it needs."""
+def compile_function(inputs, outputs, updates=(), rng_updates=None, name=None, mode=None):
+    """``pytensor.function`` in an elektronn mode, with the random-stream updates it needs.
+
+    ``mode`` is a name of :data:`elektronn.backend.MODES` (default: the current mode).
+    """
     updates = list(dict(updates).items())
     if rng_updates:
         outs = outputs if isinstance(outputs, list | tuple) else [outputs]
         used = set(ancestors(list(outs) + [u for _, u in updates]))
         updates += [(r, u) for r, u in rng_updates.items() if r in used]
     return pytensor.function(
-        inputs, outputs, updates=updates, mode=backend.get_mode(), name=name,
+        inputs, outputs, updates=updates, mode=backend.get_mode(mode), name=name,
         on_unused_input="ignore",
     )

@@ -17,6 +17,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 
+from elektronn import backend
 from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, NEW_NET_SGD, OPTIMIZERS, TARGETS
 from elektronn.net import optimizer, paramfile, prediction
 from elektronn.net._functions import Arg, CheckedFunction
@@ -103,10 +104,20 @@ class MixedConvNN:
         Seed of the net's random numbers (initial weights, dropout, noise).  Without it the seed
         is drawn from numpy's global random state, so ``np.random.seed`` reproduces runs as in
         ELEKTRONN 1.0.
+    mode : {"numpy", "c", "jax", "py"}, optional
+        How every function of this net is compiled (see :mod:`elektronn.backend`); default: the
+        backend's current mode (:func:`elektronn.backend.mode_name`) when the net is built.
+        Kept as :attr:`mode`.
+
+    Notes
+    -----
+    Building a net applies elektronn's PyTensor and process settings
+    (:func:`elektronn.backend.configure`; ``floatX`` float32 among them).
 
     Examples
     --------
-    >>> cnn = MixedConvNN((28, 28), input_depth=1, batch_size=4)
+    >>> import numpy as np
+    >>> cnn = MixedConvNN((28, 28), input_depth=1, batch_size=4, seed=0)
     >>> cnn.addConvLayer(10, 5, pool_shape=2, activation_func="abs")
     >>> cnn.addPerceptronLayer(10, activation_func="abs")
     >>> cnn.compileOutputFunctions(target="nll")
@@ -119,7 +130,9 @@ class MixedConvNN:
 
     @_recorded
     def __init__(self, input_size=None, input_depth=None, batch_size=None, enable_dropout=False,
-                 recurrent=False, dimension_calc=None, seed=None):
+                 recurrent=False, dimension_calc=None, seed=None, mode=None):
+        backend.configure()
+        self.mode = backend.mode_name() if mode is None else backend.check_mode(mode)
         try:
             input_size = tuple(int(s) for s in input_size)
         except TypeError:
@@ -217,7 +230,7 @@ class MixedConvNN:
                         f"cannot pickle a net whose {name}() got a PyTensor variable as "
                         f"{key!r}: only nets built from values can be rebuilt")
             if name == "__init__":
-                kwargs = {**kwargs, "seed": self._seed}
+                kwargs = {**kwargs, "seed": self._seed, "mode": self.mode}
             recipe.append((name, kwargs))
         return {
             "format": self._PICKLE_FORMAT,
@@ -249,6 +262,10 @@ class MixedConvNN:
         self._optimizer_params.update(state["optimizer_params"])
 
     # --- building --------------------------------------------------------------------------------
+    def _compile(self, inputs, outputs, **kwargs):
+        """``compile_function`` in this net's mode."""
+        return compile_function(inputs, outputs, mode=self.mode, **kwargs)
+
     @property
     def _rng_updates(self):
         return self._streams.updates
@@ -507,20 +524,20 @@ class MixedConvNN:
         args = [self._data_arg(), y_arg] + aux
         upd = self._rng_updates
         if target == "regression":
-            self.get_error = CheckedFunction(lambda: compile_function(
+            self.get_error = CheckedFunction(lambda: self._compile(
                 inputs, [self._loss, pt.sqrt(self._loss), last.output], rng_updates=upd), args)
             self.prediction = CheckedFunction(
-                lambda: compile_function([self._x], [last.output], rng_updates=upd), args[:1],
+                lambda: self._compile([self._x], [last.output], rng_updates=upd), args[:1],
                 single=True)
         else:
             err = last.errors_no_tn(self._y) if target == "nll_mutiple_binary" else \
                 last.errors(self._y)
-            self.get_error = CheckedFunction(lambda: compile_function(
+            self.get_error = CheckedFunction(lambda: self._compile(
                 inputs, [self._loss, err, last.class_prediction], rng_updates=upd), args)
             self.class_probabilities = CheckedFunction(
-                lambda: compile_function([self._x], [last.class_probabilities], rng_updates=upd),
+                lambda: self._compile([self._x], [last.class_probabilities], rng_updates=upd),
                 args[:1], single=True)
-        loss_fn = CheckedFunction(lambda: compile_function(
+        loss_fn = CheckedFunction(lambda: self._compile(
             inputs, [self._loss, self._loss_instance], rng_updates=upd), args)
         self._loss_args = args
         self.get_loss = lambda *a: (lambda r: (np.float32(r[0]), r[1]))(loss_fn(*a))
@@ -571,7 +588,7 @@ class MixedConvNN:
                 seg = add_aux("seg_gt", "int16", lab_shape)
                 ret = last.NLL_Malis(self._y, seg)
                 self._loss = self._loss_instance = ret[0]
-                self.malis_stats = CheckedFunction(lambda: compile_function(
+                self.malis_stats = CheckedFunction(lambda: self._compile(
                     [self._x, self._y, seg], list(ret), rng_updates=self._rng_updates),
                     [self._data_arg(), y_arg] + aux)
             else:
@@ -621,7 +638,7 @@ class MixedConvNN:
 
         def output_function(var):
             return CheckedFunction(
-                lambda: compile_function([self._x], [var], rng_updates=self._rng_updates),
+                lambda: self._compile([self._x], [var], rng_updates=self._rng_updates),
                 data, single=True)
 
         for lay in self.layers:
@@ -629,7 +646,7 @@ class MixedConvNN:
             if lay.conv_out is not None:
                 self.debug_conv_output.append(output_function(lay.conv_out))
         if gradients and self._gradients is not None:
-            self.debug_gradients_function = CheckedFunction(lambda: compile_function(
+            self.debug_gradients_function = CheckedFunction(lambda: self._compile(
                 [self._x, self._y] + self._y_aux, self._gradients,
                 rng_updates=self._rng_updates), self._loss_args)
 

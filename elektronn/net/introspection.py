@@ -6,10 +6,9 @@ use integers,
 :func:`plotFilters` saves its image *before* showing it, and 3-D filters and activations are
 shown as mosaics of 2-D slices.
 
-Backend: importing this module selects matplotlib's non-interactive ``'Agg'`` backend when
-there is no display (Linux/BSD without ``DISPLAY`` or ``WAYLAND_DISPLAY``), nobody chose a
-backend (``MPLBACKEND``, a matplotlibrc, ``matplotlib.use``) and ``matplotlib.pyplot`` is not
-imported yet.  An interactive session is never switched.
+Backend: importing this module neither imports ``matplotlib.pyplot`` nor chooses a backend;
+the functions that draw figures import pyplot when called, and matplotlib picks its backend
+as usual (the non-interactive ``'Agg'`` where there is no display).
 
 Figures: with ``no_show=False`` the functions draw pyplot figures and call ``plt.show()``.
 Under a non-interactive backend ``show`` does nothing and the figures stay open (save or
@@ -20,10 +19,7 @@ compute and return their images or histograms.  Statistics that the original pri
 
 import logging
 import math
-import os
-import sys
 
-import matplotlib
 import numpy as np
 
 __all__ = [
@@ -38,20 +34,11 @@ __all__ = [
 logger = logging.getLogger("elektronn")
 
 
-def _use_agg_when_headless():
-    """Select 'Agg' if there is no display and the backend is neither chosen nor in use."""
-    if "matplotlib.pyplot" in sys.modules:  # a backend may be running: leave it alone
-        return
-    if matplotlib.rcParams._get_backend_or_none() is not None:  # chosen explicitly
-        return
-    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    if sys.platform not in ("darwin", "win32") and not has_display:
-        matplotlib.use("Agg")
+def _pyplot():
+    """``matplotlib.pyplot``, imported when a function draws (not when this module is)."""
+    import matplotlib.pyplot as plt
 
-
-_use_agg_when_headless()
-
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
+    return plt
 
 
 def _value(var):
@@ -112,6 +99,7 @@ def plotFilters(cnn, layer=0, channel=None, normalize=False, savename="filters_l
     ValueError
         If the layer is not a conv layer or ``channel`` is out of range.
     """
+    plt = _pyplot()
     lay = cnn.layers[layer]
     W = _value(lay.W) if hasattr(lay, "W") else None
     if W is None or W.ndim not in (4, 5):
@@ -182,6 +170,7 @@ def showActivations(cnn, data, show_first_class_prob=False, no_show=False):
     Shown as one 15x14-inch figure with a subplot ``Layer-<i> Activity`` per layer (grid for
     all ``len(cnn.layers)`` layers), and the class-0 map in a second figure.
     """
+    plt = _pyplot()
     functions = _debug_functions(cnn)
     fig = None if no_show or not functions else plt.figure(figsize=(15, 14))
     images = []
@@ -215,6 +204,7 @@ def showActivations(cnn, data, show_first_class_prob=False, no_show=False):
 
 def _histogram(values, xlabel, ylabel, draw):
     """100-bin histogram of ``values``; drawn as a bar chart (bars 0.7 bins wide) if ``draw``."""
+    plt = _pyplot()
     counts, edges = np.histogram(values.ravel(), bins=100)
     if draw:
         plt.figure()
@@ -252,6 +242,7 @@ def showParamHistogram(cnn, no_show=False, onlyW=True):
     Shown as one figure per parameter, x label ``<shape> parameters``, y label
     ``# (Layer i)``; ``plt.show()`` is called after each layer.
     """
+    plt = _pyplot()
     histograms = []
     for i, layer in enumerate(cnn.layers, start=1):
         for param in _weights(layer) if onlyW else layer.params:
@@ -292,6 +283,7 @@ def showActivityHistogram(cnn, data, no_show=False):
     Shown as one figure per layer, x label ``<N> activations``, y label ``# (Layer i)``
     (layers counted from 1).
     """
+    plt = _pyplot()
     histograms = []
     for i, function in enumerate(_debug_functions(cnn), start=1):
         activity = np.asarray(function(data))

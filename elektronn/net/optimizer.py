@@ -49,7 +49,7 @@ from pytensor.graph.basic import Variable
 from pytensor.graph.traversal import ancestors
 from scipy.optimize import fmin_l_bfgs_b
 
-from elektronn.backend import get_mode
+from elektronn import backend
 from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, OPTIMIZER_KEYS
 from elektronn.net.updates import (
     adam_updates,
@@ -245,6 +245,8 @@ class Optimizer:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         self.nan_policy = nan_policy
         self.model_obj = model_obj
+        #: The compile mode: the model's (``MixedConvNN.mode``), else the backend's current one.
+        self.mode = getattr(model_obj, "mode", None) or backend.mode_name()
         self.optimizer_params = {}
         self.step = None
         self.step_count = 0
@@ -333,7 +335,8 @@ class Optimizer:
             updated = {id(var) for var, _ in updates}
             updates += [(rng, new) for rng, new in rng_updates.items()
                         if rng in used and id(rng) not in updated]
-        return pytensor.function(self._inputs, outputs, updates=updates, mode=get_mode(),
+        return pytensor.function(self._inputs, outputs, updates=updates,
+                                 mode=backend.get_mode(self.mode),
                                  on_unused_input="ignore")
 
     def _compile_step(self, updates):
@@ -616,7 +619,7 @@ class compileCG(Optimizer):
         self.direc = [_zeros_like(p, "_CG_direc") for p in self.params]
         self.t = pytensor.shared(np.float32(0), name="CG_t")
         self._state = [(v, 0) for v in self.last_grads + self.direc] + [(self.t, 0)]
-        mode = get_mode()
+        mode = backend.get_mode(self.mode)
 
         self.CG_kickstart = self._compile(
             [], cg_kickstart_updates(self.gradients, self.last_grads, self.direc))

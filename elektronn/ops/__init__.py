@@ -3,13 +3,26 @@
 Layout convention: ``(batch, channels, *spatial)``; pooling and MFP act on the trailing axes.
 Every Op validates its inputs (``ValueError`` naming the argument), infers shapes, has a
 gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  Convolution, pooling and
-MFP run on compiled C kernels (:mod:`elektronn.ops._kernels`); ``elektronn.ops.jax_dispatch``
-registers JAX implementations of every Op for PyTensor's JAX mode (GPU).  In the default
+MFP run on compiled C kernels (:mod:`elektronn.ops._kernels`); :mod:`elektronn.ops.jax_dispatch`
+holds JAX implementations of every Op for PyTensor's JAX mode (GPU).  In the default
 ``"numpy"`` mode, :mod:`elektronn.ops.fusion` moves a conv layer's bias and relu into its
 convolution after differentiation (:class:`ConvBiasAct`, the one Op without a gradient).
+
+Importing this package registers the JAX implementations with PyTensor's ``jax_funcify``
+without importing JAX: a graph rewrite in PyTensor's ``"jax"`` rewrite database, which only
+PyTensor's JAX mode runs, imports :mod:`elektronn.ops.jax_dispatch` (and with it JAX) just
+before the JAX linker converts a graph.  So ``pytensor.function(..., mode="JAX")`` works on any
+graph of these Ops, and processes that never use JAX never import it (importing JAX costs
+seconds, and PyTensor's JAX dispatch sets ``jax_enable_x64``).
+
+This package does not import :mod:`elektronn.backend` (the backend builds its modes on these
+Ops, not the other way round): graphs built here use PyTensor's configuration as it is.
 """
 
-from elektronn import backend  # noqa: F401  (configures PyTensor before any Op is built)
+from pytensor.compile import optdb as _optdb
+from pytensor.graph.rewriting.basic import GraphRewriter as _GraphRewriter
+
+
 from elektronn.ops.conv import (
     Conv,
     ConvBiasAct,
@@ -50,3 +63,14 @@ __all__ = [
     "fragments_to_dense",
     "fragment_offsets",
 ]
+
+
+class _RegisterJax(_GraphRewriter):
+    """A rewrite that changes nothing: it registers the Ops' JAX implementations when run."""
+
+    def apply(self, fgraph):
+        from elektronn.ops import jax_dispatch  # noqa: F401  (registers with jax_funcify)
+
+
+if "elektronn_jax_funcify" not in _optdb:
+    _optdb.register("elektronn_jax_funcify", _RegisterJax(), "jax", position=0)

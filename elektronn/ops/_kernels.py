@@ -3,7 +3,8 @@
 Convolution (``_conv_kernels.c``) and pooling / max-fragment pooling (``_pool_kernels.c``).
 The C sources are compiled once per machine with the system C compiler (``-O3 -march=native
 -fopenmp``) into one library in PyTensor's compile directory and reused by every later
-process.  When no compiler is available, or ``ELEKTRONN_KERNELS=numpy`` is set, the numpy
+process.  When no compiler is available, or :data:`use_c_kernels` is false (set by
+:func:`elektronn.backend.configure` from ``ELEKTRONN_KERNELS=numpy``), the numpy
 references in :mod:`elektronn.ops.reference` are used instead (correct, several times slower).
 """
 
@@ -33,6 +34,9 @@ _SOURCES = [Path(__file__).with_name(name) for name in ("_conv_kernels.c", "_poo
 _FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 _NATIVE = ("-march=native",)
 _lib = None  # None: not tried yet; False: unavailable
+
+use_c_kernels = True
+"""Whether :func:`kernel_library` may return the C library (False: the numpy kernels)."""
 
 
 def _cpu_signature():
@@ -71,10 +75,7 @@ def _build(cc, target=_NATIVE):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    # Idle OpenMP threads sleep instead of spinning: on small machines they would otherwise
-    # compete with numpy's BLAS threads between calls (measured 2-5x slower training steps).
-    # Read by libgomp when it is loaded; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OMP_WAIT_POLICY (read by libgomp as it loads here) is set by elektronn.backend.configure.
     lib = ctypes.CDLL(str(target))
     arrays, sizes = [ctypes.c_void_p] * 4, [ctypes.c_int] * 3
     taps = [ctypes.c_void_p, ctypes.c_long]  # offsets, computed positions
@@ -109,11 +110,10 @@ def compiler():
 def kernel_library():
     """Return the loaded C kernel library, or ``None`` when the numpy fallback is in use."""
     global _lib
+    if not use_c_kernels:
+        return None
     if _lib is None:
         _lib = False
-        if os.environ.get("ELEKTRONN_KERNELS", "c").lower() == "numpy":
-            logger.info("ELEKTRONN_KERNELS=numpy: using the numpy kernels")
-            return None
         cc = compiler()
         if cc is None:
             logger.warning("no C compiler found: using the slow numpy kernels")

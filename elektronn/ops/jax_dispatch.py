@@ -1,8 +1,8 @@
 """JAX implementations of every Op in :mod:`elektronn.ops`, for PyTensor's JAX mode.
 
 Importing this module registers one function per Op with PyTensor's ``jax_funcify``
-(``elektronn.backend.set_mode("jax")`` and ``get_mode("jax")`` import it); it has no other
-effect of its own.  Importing PyTensor's JAX dispatch, however, sets ``jax_enable_x64`` from
+(:mod:`elektronn.ops` has PyTensor's JAX mode import it before it converts a graph); it has no
+other effect of its own.  Importing PyTensor's JAX dispatch, however, sets ``jax_enable_x64`` from
 ``pytensor.config.floatX``: with elektronn's ``float32`` it switches 64-bit types in JAX off
 (integer inputs such as MALIS label volumes then become int32 inside JAX).  elektronn's graphs
 are float32, so this changes none of their results.

@@ -114,9 +114,6 @@ def main(argv=None):
         or nothing to resume, :data:`EXIT_INTERRUPTED` (130) after Ctrl-C.
     """
     args = build_parser().parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
     from elektronn.training.config import Config, ConfigError
     from elektronn.training.volumes import DataError
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elektronn import backend
 from elektronn.atomicio import atomic_path
 from elektronn.net.paramfile import read_pickles
 
@@ -377,8 +378,8 @@ def find_mnist(path=None):
     """
     if path is not None:
         location = Path(os.fspath(path)).expanduser()
-    elif os.environ.get(MNIST_ENV_VAR):
-        location = Path(os.environ[MNIST_ENV_VAR]).expanduser()
+    elif backend.environ(MNIST_ENV_VAR):
+        location = Path(backend.environ(MNIST_ENV_VAR)).expanduser()
     else:
         location = default_mnist_dir()
     if location.is_file():
@@ -404,7 +405,7 @@ def mnist_download_url():
 
     ``$ELEKTRONN_MNIST_URL`` if set, else :data:`MNIST_DOWNLOAD_URL`.
     """
-    url = os.environ.get(MNIST_URL_ENV_VAR) or MNIST_DOWNLOAD_URL
+    url = backend.environ(MNIST_URL_ENV_VAR) or MNIST_DOWNLOAD_URL
     return url if url.endswith("/") else url + "/"
 
 
@@ -580,7 +581,7 @@ def load_mnist(path=None, valid_size=10000, download=True):
         numbers, strings and tuples (it is refused before anything is executed), or a download
         is corrupt.
     """
-    if download and path is None and not os.environ.get(MNIST_ENV_VAR):
+    if download and path is None and not backend.environ(MNIST_ENV_VAR):
         try:
             find_mnist()
         except FileNotFoundError:

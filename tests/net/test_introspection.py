@@ -7,10 +7,10 @@ import sys
 
 import matplotlib
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from elektronn.net import introspection
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.introspection import (
     embedMatricesInGray,
@@ -21,7 +21,6 @@ from elektronn.net.introspection import (
     showParamHistogram,
 )
 
-plt = introspection.plt
 
 
 @pytest.fixture(autouse=True)
@@ -287,48 +286,24 @@ def test_activity_histogram(net, request, shows):
 
 # --- backend choice ----------------------------------------------------------------------------
 
-@pytest.fixture
-def use_calls(monkeypatch):
-    """A headless Linux without a chosen backend and without pyplot; records matplotlib.use."""
-    calls = []
-    monkeypatch.setattr(matplotlib, "use", calls.append)
-    monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.delitem(sys.modules, "matplotlib.pyplot")
-    monkeypatch.setattr(type(matplotlib.rcParams), "_get_backend_or_none", lambda self: None)
-    return calls
-
-
-def test_backend_agg_when_headless(use_calls):
-    introspection._use_agg_when_headless()
-    assert use_calls == ["Agg"]
-
-
-@pytest.mark.parametrize("situation", ["display", "wayland", "pyplot", "chosen", "macos"])
-def test_backend_left_alone(use_calls, monkeypatch, situation):
-    if situation == "display":
-        monkeypatch.setenv("DISPLAY", ":0")
-    elif situation == "wayland":
-        monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
-    elif situation == "pyplot":
-        monkeypatch.setitem(sys.modules, "matplotlib.pyplot", plt)
-    elif situation == "chosen":
-        monkeypatch.setattr(type(matplotlib.rcParams), "_get_backend_or_none",
-                            lambda self: "tkagg")
-    else:
-        monkeypatch.setattr(sys, "platform", "darwin")
-    introspection._use_agg_when_headless()
-    assert use_calls == []
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland platforms only")
-def test_import_without_display_selects_agg(tmp_path):
+def test_import_leaves_backend_alone_and_headless_drawing_works(tmp_path):
+    """Importing neither imports pyplot nor picks a backend; headless, matplotlib picks Agg."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
     env["MPLCONFIGDIR"] = str(tmp_path)  # no user matplotlibrc
-    code = ("import matplotlib, elektronn.net.introspection as i; "
-            "print(matplotlib.get_backend(), i.plt.get_backend())")
+    code = (
+        "import sys, matplotlib\n"
+        "import elektronn.net.introspection as i\n"
+        "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams._get_backend_or_none())\n"
+        "from elektronn.net.convnet import MixedConvNN\n"
+        "cnn = MixedConvNN((10, 10), input_depth=1, batch_size=1, seed=0)\n"
+        "cnn.addConvLayer(2, 3, pool_shape=1)\n"
+        f"i.plotFilters(cnn, savename={str(tmp_path / 'f.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert [name.lower() for name in out] == ["agg", "agg"]
+    assert out[:2] == ["False", "None"]
+    assert out[2].lower() == "agg"
+    assert (tmp_path / "f.png").is_file()

@@ -187,3 +187,25 @@ def test_functions_trace_under_jit(rng):
     np.testing.assert_allclose(y, ops.reference.conv(x, w), rtol=1e-4, atol=1e-4)
     mfp = jax.jit(jax_dispatch.mfp, static_argnums=(1, 2))(x, (2, 3), "maxabs")
     np.testing.assert_array_equal(mfp, ops.reference.mfp(x, (2, 3), "maxabs"))
+
+
+@pytest.mark.slow
+def test_plain_pytensor_jax_mode_works_without_elektronn_backend():
+    """A fresh process: import elektronn.ops only, compile with mode="JAX" (no set_mode)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, pytensor, pytensor.tensor as pt\n"
+        "from elektronn import ops\n"
+        "assert 'jax' not in sys.modules and 'elektronn.backend' not in sys.modules\n"
+        "x = pt.tensor('x', dtype='float32', shape=(1, 1, 6, 6))\n"
+        "w = pt.tensor('w', dtype='float32', shape=(2, 1, 3, 3))\n"
+        "f = pytensor.function([x, w], ops.pool(ops.conv(x, w), (2, 2)), mode='JAX')\n"
+        "print(np.asarray(f(np.ones((1, 1, 6, 6), 'float32'), np.ones((2, 1, 3, 3), 'float32')))"
+        ".ravel().tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-8:] == ["[9.0,"] + ["9.0,"] * 6 + ["9.0]"]
