@@ -119,3 +119,15 @@ def test_no_import_cycles():
         if node not in state:
             dfs(node, [node])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_only_the_backend_reads_elektronn_environment_variables():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "backend.py" and path.parent == PACKAGE:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if ("os.environ" in line or "getenv" in line) and (
+                    "ELEKTRONN_" in line or "_ENV_VAR" in line):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert not offenders

@@ -711,7 +711,8 @@ class MixedConvNN:
                 dict(self._optimizer_params[mode]), X=self._x, Y=self._y, Y_aux=self._y_aux,
                 top_loss=self._loss, params=self.params, loss_instance=self._loss_instance,
                 gradients=self._gradients, last_grads=self._last_grads,
-                weight_decay=self.global_weightdecay, rng_updates=self._rng_updates)
+                weight_decay=self.global_weightdecay, rng_updates=self._rng_updates,
+                mode=self.mode)
         return self._optimizers[mode]
 
     @property

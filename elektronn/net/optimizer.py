@@ -214,6 +214,9 @@ class Optimizer:
     nan_policy : {"raise", "warn"}
         What to do after a step with a non-finite loss or gradient (the parameters are not
         updated in either case).
+    mode : str, optional
+        The compile mode (see :mod:`elektronn.backend`); default the model's ``mode``, else the
+        backend's current mode when the optimiser is built.
 
     Attributes
     ----------
@@ -239,14 +242,14 @@ class Optimizer:
 
     def __init__(self, model_obj=None, X=None, Y=None, Y_aux=(), top_loss=None, params=None,
                  *, loss_instance=None, gradients=None, last_grads=None, weight_decay=None,
-                 rng_updates=None, nan_policy="raise"):
+                 rng_updates=None, nan_policy="raise", mode=None):
         self.t_init = time.time()
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
         self.nan_policy = nan_policy
         self.model_obj = model_obj
-        #: The compile mode: the model's (``MixedConvNN.mode``), else the backend's current one.
-        self.mode = getattr(model_obj, "mode", None) or backend.mode_name()
+        self.mode = backend.check_mode(
+            mode or getattr(model_obj, "mode", None) or backend.mode_name())
         self.optimizer_params = {}
         self.step = None
         self.step_count = 0
