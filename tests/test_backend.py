@@ -210,9 +210,11 @@ def test_numpy_mode_casts_with_numpy():
 # --- modes per net ----------------------------------------------------------------------------
 
 def _linker(fn):
-    """What tells the modes apart: rewrite tags, elektronn's own rewrites, C thunks."""
+    """What tells the modes apart: rewrite tags, elektronn's own rewrites, the linker."""
     query = fn.maker.mode.provided_optimizer
-    return sorted(query.include), len(query.extra_rewrites), fn.maker.linker.c_thunks
+    linker = fn.maker.linker
+    return (sorted(query.include), len(query.extra_rewrites), type(linker).__name__,
+            getattr(linker, "c_thunks", None))
 
 
 def _small_net(**kwargs):
