@@ -2,7 +2,10 @@
 
 Runs ``bench_ops`` (conv layers), ``bench_train`` (training steps), ``bench_predict`` (dense
 prediction and its memory), ``bench_original`` (small nets against ELEKTRONN 1.0, skipped where
-it is not installed) and the compile times of the reference nets, each in a fresh process: the MNIST net with batch 4 (build, compile and the first SGD step) with an empty
+it is not installed), ``bench_volume`` (out-of-core prediction with ``predict_volume``: overhead,
+dask workers, memory; its peer is in-memory ``predictDense`` or 1 worker) and the compile
+times of the reference nets, each in a fresh process: the MNIST net with batch 4 (build,
+compile and the first SGD step) with an empty
 compile directory ("cold") and again reusing it ("warm"), and the 3-D neuro net with MFP
 (build, compile and the first forward pass) cold::
 
@@ -47,6 +50,9 @@ GOALS = {
     "predictDense neuro 7x127²": ("ratio", 1.5),
     "original train": ("ratio", 2.0),
     "original predict": ("ratio", 3.0),
+    "predict_volume overhead": ("ratio", 1 / 1.1),  # at most 10% slower than predictDense
+    "predict_volume workers": ("ratio", 1.6),  # 2 workers against 1
+    "predict_volume memory": ("ratio", 1 / 1.1),  # the same peak at 4x the volume
 }
 
 
@@ -140,6 +146,33 @@ def summary_rows(ops, train, predict, original, compiles):
     return rows
 
 
+def volume_rows(volume):
+    """The rows of ``bench_volume`` (out-of-core prediction), in the layout of the table."""
+    if "overhead" not in volume:
+        return []
+    rows = []
+
+    def add(name, unit, value, peer, ratio, goal_key=None):
+        goal, met = _goal(goal_key, ratio, None) if goal_key else (None, None)
+        rows.append((name, unit, value, peer, ratio, None, goal, met))
+
+    o = volume["overhead"]
+    add("predict_volume (tiles)", "MVox/s", o["tiles"]["mvox_s"], o["predictDense_mvox_s"],
+        o["tiles"]["mvox_s"] / o["predictDense_mvox_s"], "predict_volume overhead")
+    w = volume["workers"]["setups"]
+    one, two = w["1 worker, 1 thread"], w["2 workers, 1 thread each"]
+    add("predict_volume 2 workers", "MVox/s", two["mvox_s"], one["mvox_s"],
+        two["mvox_s"] / one["mvox_s"], "predict_volume workers")
+    small, large = volume["memory"]
+    add("predict_volume memory 4x", "MB", large["tracemalloc_peak_mb"],
+        small["tracemalloc_peak_mb"], small["tracemalloc_peak_mb"] / large["tracemalloc_peak_mb"],
+        "predict_volume memory")
+    b = volume["per_block"]
+    add("predict_volume per block", "ms", b["2 workers"]["ms_per_block"],
+        b["serial"]["ms_per_block"], None)
+    return rows
+
+
 def format_table(rows):
     """The summary rows as a fixed-width table."""
     lines = ["{:<26}{:>8}{:>11}{:>10}{:>7}{:>8}{:>8}{:>5}".format(
@@ -163,6 +196,8 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=600, help="seconds per fresh process")
     p.add_argument("--mode", default=None, help="elektronn mode (sets ELEKTRONN_MODE)")
     p.add_argument("--no-original", action="store_true", help="skip ELEKTRONN 1.0's rows")
+    p.add_argument("--no-volume", action="store_true",
+                   help="skip bench_volume (out-of-core prediction; needs the distributed extra)")
     p.add_argument("--worker", choices=("mnist4", "neuro_mfp"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -189,7 +224,9 @@ def main(argv=None):
     else:
         compiles = {"mnist4": compile_case("mnist4", ["cold", "warm"], args.timeout),
                     "neuro_mfp": compile_case("neuro_mfp", ["cold"], args.timeout)}
-    rows = summary_rows(ops, train, predict, original, compiles)
+    volume = ({"skipped": "--no-volume"} if args.no_volume else
+              run_script("bench_volume", quick, out / "bench_volume.json"))
+    rows = summary_rows(ops, train, predict, original, compiles) + volume_rows(volume)
     torch = _common.import_torch()
     summary = {
         "machine": dict(_common.machine_info(torch), loadavg_start=load0),

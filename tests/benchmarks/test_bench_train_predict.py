@@ -53,7 +53,8 @@ def test_flop_counts():
 
 @pytest.mark.slow
 def test_run_all_quick(tmp_path):
-    summary = load("run_all").main(["--quick", "--out", str(tmp_path)])
+    # bench_volume has its own smoke test (test_bench_volume.py)
+    summary = load("run_all").main(["--quick", "--no-volume", "--out", str(tmp_path)])
     names = [r["workload"] for r in summary["rows"]]
     assert "predictDense neuro" in names and "compile mnist4 user" in names
     assert {p.name for p in tmp_path.iterdir()} >= {
