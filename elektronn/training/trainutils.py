@@ -340,6 +340,7 @@ def _history_figure(hi, tl, autoscale=True):
     ax.set_xlabel("time [min]")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
+    ax2.sharex(ax)  # the same time range in both panels
     gain = ax2.plot(t, hi[:, 6], "b-", label="NLL gain per update", **_style(len(hi), "o"))
     ax2.axhline(0, color="0.6", lw=0.8)
     ax2.set_ylabel("NLL gain (loss after - before the step)")

@@ -39,6 +39,7 @@ def test_short_history_is_readable():
     assert lines["train NLL"].get_linestyle() != lines["valid NLL"].get_linestyle()
     smooth = [line for label, line in lines.items() if label.startswith("smoothed NLL")]
     assert len(smooth[0].get_xdata()) == 20  # per step, not one point per monitoring step
+    assert ax2.get_xlim() == ax.get_xlim()  # both panels over the whole run
     assert {t.get_text() for t in ax2.get_legend().get_texts()} == {
         "NLL gain per update", "learning rate (right axis)"}
 
