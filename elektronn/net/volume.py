@@ -496,6 +496,7 @@ def _fingerprint(cnn, plan, source_shape, source_dtype, as_uint8, pad_raw):
         "source_shape": [int(s) for s in source_shape],
         "source_dtype": np.dtype(source_dtype).str,
         "output_shape": list(plan.out_shape),
+        "offset": list(plan.offset_net),
         "as_uint8": bool(as_uint8),
         "pad_raw": bool(pad_raw),
         "version": __version__,
@@ -553,8 +554,19 @@ def refuse_hdf5_for_cluster(target):
                          "without a client")
 
 
-def _open_target(target, plan, overwrite, client):
-    """The output (``_ZarrTarget`` or ``_HDF5Target``) and whether it was created now."""
+def _same_hdf5_file(source, target):
+    """Whether source and target paths are datasets of one HDF5 file (opened once, then)."""
+    if not all(isinstance(p, str | os.PathLike) for p in (source, target)):
+        return False
+    (s_kind, s_file, _), (t_kind, t_file, _) = _parse_path(source), _parse_path(target)
+    return s_kind == t_kind == "hdf5" and os.path.realpath(s_file) == os.path.realpath(t_file)
+
+
+def _open_target(target, plan, overwrite, client, h5file=None):
+    """The output (``_ZarrTarget`` or ``_HDF5Target``) and whether it was created now.
+
+    ``h5file``: the source's HDF5 file, already open for writing, when the target is in it.
+    """
     shape_args = dict(shape=plan.out_shape, chunks=(plan.out_shape[0], *plan.block),
                       dtype=plan.dtype, fill_value=0)
     is_path = isinstance(target, str | os.PathLike)
@@ -562,7 +574,7 @@ def _open_target(target, plan, overwrite, client):
         if client is not None:
             refuse_hdf5_for_cluster(target)
         _, file, name = _parse_path(target)
-        f = h5py.File(file, "a")
+        f = h5file if h5file is not None else h5py.File(file, "a")
         if overwrite:
             for n in (name, name.rstrip("/") + "_done"):
                 if n in f:
@@ -795,7 +807,8 @@ def predict_volume(cnn, source, target, block_shape=None, client=None, resume=Tr
 
     if client is not None:
         refuse_hdf5_for_cluster(target)
-    raw = open_volume(source)
+    same_file = _same_hdf5_file(source, target)
+    raw = open_volume(source, mode="a" if same_file else "r")
     owns_source = raw is not source
     target_obj = None
     try:
@@ -806,7 +819,8 @@ def predict_volume(cnn, source, target, block_shape=None, client=None, resume=Tr
         name = _describe(target)
         if overwrite and _is_zarr_array(target):
             _check_existing(target, None, plan, fingerprint, name, False, True)  # shape, dtype
-        target_obj, created = _open_target(target, plan, overwrite, client)
+        target_obj, created = _open_target(target, plan, overwrite, client,
+                                           raw.file if same_file else None)
         if not created:
             _check_existing(target_obj.array, target_obj.attributes, plan, fingerprint, name,
                             overwrite, adopt=_is_zarr_array(target))
@@ -837,7 +851,7 @@ def predict_volume(cnn, source, target, block_shape=None, client=None, resume=Tr
     finally:
         if target_obj is not None:
             target_obj.close()
-        if owns_source and isinstance(raw, h5py.Dataset):
+        if owns_source and isinstance(raw, h5py.Dataset) and raw.id.valid:
             raw.file.close()
     return {"blocks": plan.n_blocks, "computed": len(todo), "skipped": skipped,
             "seconds": seconds, "voxels_per_s": total / max(seconds, 1e-9),

@@ -170,6 +170,20 @@ def test_hdf5_to_zarr_and_zarr_to_hdf5(nets, tmp_path):
     assert_same(zarr.open_array(str(tmp_path / "q.zarr"))[:], want)
 
 
+def test_source_and_target_in_one_hdf5_file(nets, tmp_path):
+    cnn = nets["2d"]
+    vol = volume_for(cnn, (30, 28), seed=13)
+    with h5py.File(tmp_path / "cube.h5", "w") as f:
+        f["raw"] = vol
+    for _ in range(2):  # the second run resumes: nothing to do
+        info = predict_volume(cnn, f"{tmp_path}/cube.h5:raw", f"{tmp_path}/cube.h5:pred",
+                              block_shape=(10, 10), show_progress=False)
+    assert (info["computed"], info["skipped"]) == (0, 9)
+    with h5py.File(tmp_path / "cube.h5", "r") as f:
+        np.testing.assert_array_equal(f["raw"][()], vol)
+        assert_same(f["pred"][()], cnn.predictDense(vol, show_progress=False))
+
+
 class SpyArray:
     """An array-like that only allows basic slicing and records the largest read."""
 
