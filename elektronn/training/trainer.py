@@ -51,6 +51,7 @@ import numpy as np
 
 from elektronn.training import console, trainutils
 from elektronn.training.parallelisation import BackgroundProc
+from elektronn.training.volumes import DataError
 from elektronn.utils import pprinttime
 
 if TYPE_CHECKING:
@@ -164,7 +165,11 @@ class Trainer:
             self.data.addDataFromFile(c.data_path, c.label_path, c.d_files, c.l_files,
                                       c.cube_prios, c.valid_cubes, c.downsample_xy)
             if c.preview_data_path is not None:
-                cubes = trainutils.h5Load(c.preview_data_path)
+                try:
+                    cubes = trainutils.h5Load(c.preview_data_path)
+                except OSError as e:  # truncated or not HDF5
+                    raise DataError(f"{c.preview_data_path} (preview_data_path): cannot be "
+                                    f"read as an HDF5 file (truncated or damaged?): {e}") from None
                 cubes = cubes if isinstance(cubes, list) else [cubes]
                 self.preview_data = [np.asarray(d, np.float32) / 255 for d in cubes]
         else:
@@ -737,8 +742,10 @@ class Trainer:
                 args = self.assembleArgs(batch)
                 try:
                     nll, _, t_train = cnn.trainingStep(*args, mode=c.optimizer)
-                except NonFiniteLossError as e:
-                    self._diverged(i, str(e))
+                except NonFiniteLossError as e:  # the optimiser did not apply the step
+                    loss = getattr(e, "loss", None)
+                    self._diverged(i, f"the loss is {loss}" if loss is None or not np.isfinite(
+                        loss) else f"a gradient is not finite (the loss is {loss})")
                     break
                 if not np.isfinite(nll):  # an optimiser that only warns
                     self._diverged(i, f"the loss is {nll}")

@@ -231,6 +231,24 @@ def test_nan_in_a_cube_on_disk_is_named_when_a_patch_reads_it(tmp_path, cubes):
             data.getbatch(4)
 
 
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for line in ("0    the training ended", "1    the training diverged",
+                 "2    bad configuration or data", "130  interrupted"):
+        assert line in out
+
+
+def test_truncated_preview_file_is_named(tmp_path, cubes):
+    preview = tmp_path / "preview.h5"
+    preview.write_bytes((cubes / "raw_0.h5").read_bytes()[:3000])
+    code, out = train(tiny_config(tmp_path, cubes, preview_data_path=str(preview)), cwd=tmp_path)
+    assert code == 2 and f"{preview} (preview_data_path): cannot be read" in out, out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
 def test_resume_without_a_saved_run_says_so_before_compiling(tmp_path, cubes):
     code, out = train(tiny_config(tmp_path, cubes), "--resume", cwd=tmp_path)
     assert code == 2 and "cannot resume: there is no saved run" in out, out
@@ -283,8 +301,8 @@ def test_diverging_run_saves_the_last_good_parameters(tmp_path, cubes):
                          SGD_params={"LR": 1e12, "momentum": 0.9})
     code, out = train(config, cwd=tmp_path)
     assert code == 1, out
-    m = re.search(r"the training diverged at step (\d+): (loss is (nan|inf)|a gradient is not "
-                  r"finite)", out)
+    m = re.search(r"the training diverged at step (\d+): (the loss is -?(nan|inf)|a gradient is "
+                  r"not finite)", out)
     assert m, out
     step = int(m.group(1))
     run_dir = tmp_path / "run"
