@@ -158,7 +158,7 @@ def configure():
 
     from elektronn.ops import _kernels
 
-    saved = {"floatX": pytensor.config.floatX, "blas__ldflags": pytensor.config.blas__ldflags,
+    saved = {"floatX": pytensor.config.floatX, "blas__ldflags": _config_value("blas__ldflags"),
              "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
              "kernels": _kernels.use_c_kernels, "keep_freed_memory": False}
     pytensor.config.floatX = floatX
@@ -203,7 +203,7 @@ def restore():
 
     saved, _saved = _saved, None
     pytensor.config.floatX = saved["floatX"]
-    pytensor.config.blas__ldflags = saved["blas__ldflags"]
+    _set_config_value("blas__ldflags", saved["blas__ldflags"])
     if saved["OMP_WAIT_POLICY"] is None:
         os.environ.pop("OMP_WAIT_POLICY", None)
     else:
@@ -222,7 +222,8 @@ def settings():
     -------
     dict
         ``configured`` (whether :func:`configure` is in effect), ``mode`` (the current default
-        mode), PyTensor's ``floatX`` and ``blas__ldflags``, ``compiledir`` (PyTensor's base
+        mode), PyTensor's ``floatX`` and ``blas__ldflags`` (``None`` while PyTensor has not
+        computed its default), ``compiledir`` (PyTensor's base
         compile directory, or ``$ELEKTRONN_COMPILEDIR`` before configuring),
         ``keep_freed_memory`` (whether glibc's thresholds were set), ``OMP_WAIT_POLICY`` and
         ``kernels`` (``"c"`` or ``"numpy"``).
@@ -241,7 +242,7 @@ def settings():
         "configured": _saved is not None,
         "mode": mode_name(),
         "floatX": pytensor.config.floatX,
-        "blas__ldflags": pytensor.config.blas__ldflags,
+        "blas__ldflags": _config_value("blas__ldflags"),
         "compiledir": str(_compiledir_if_set() or environ("ELEKTRONN_COMPILEDIR")
                           or pytensor.config.base_compiledir),
         "keep_freed_memory": bool(_saved and _saved["keep_freed_memory"]),
@@ -250,12 +251,36 @@ def settings():
     }
 
 
-def _compiledir_if_set():
-    """PyTensor's compile directory if it is fixed already (reading it would fix it)."""
+_UNSET = None
+"""What :func:`_config_value` returns for a PyTensor setting that still has its lazy default."""
+
+
+def _config_value(name):
+    """A PyTensor setting's value, or ``None`` while it has its lazy default.
+
+    Reading a lazy default computes it, which costs seconds for ``blas__ldflags`` (PyTensor looks
+    for a BLAS library and warns) and fixes ``compiledir`` for good.
+    """
     import pytensor
 
-    param = pytensor.config._config_var_dict.get("compiledir")
-    return getattr(param, "val", None)
+    return getattr(pytensor.config._config_var_dict[name], "val", _UNSET)
+
+
+def _set_config_value(name, value):
+    """Set a PyTensor setting, or give it back its lazy default for ``None``."""
+    import pytensor
+
+    if value is _UNSET:
+        param = pytensor.config._config_var_dict[name]
+        if hasattr(param, "val"):
+            del param.val
+    else:
+        setattr(pytensor.config, name, value)
+
+
+def _compiledir_if_set():
+    """PyTensor's compile directory if it is fixed already (reading it would fix it)."""
+    return _config_value("compiledir")
 
 
 def _set_compiledir(base):
@@ -371,7 +396,9 @@ def mode_name():
 
 
 def get_mode(name=None):
-    """Return the PyTensor ``Mode`` for ``name`` (default: the current mode); calls :func:`configure`.
+    """Return the PyTensor ``Mode`` for ``name`` (default: the current mode).
+
+    Calls :func:`configure` first: graphs compiled in an elektronn mode get its settings.
 
     Parameters
     ----------

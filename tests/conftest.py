@@ -15,8 +15,6 @@ from elektronn.ops import _kernels
 # building a net would apply them; tests/test_imports.py checks that imports alone change nothing.
 backend.configure()
 
-pytest_plugins = ["tests.ci_skips"]
-
 
 @pytest.fixture(autouse=True)
 def _no_mnist_download(monkeypatch):

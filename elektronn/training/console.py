@@ -1,4 +1,4 @@
-"""The Ctrl-C console of a running training (ELEKTRONN 1.0's menu, spec 3.2 step 10).
+"""The Ctrl-C console of a running training (ELEKTRONN 1.0's menu).
 
 Pressing Ctrl-C while :meth:`~elektronn.training.trainer.Trainer.run` trains finishes the
 current step, prints a status line and the menu and reads commands at the prompt

@@ -627,17 +627,25 @@ class MNISTData(Data):
 
     Notes
     -----
-    Fixed against ELEKTRONN 1.0 (docs/differences.md, T4): validation and test batches are never
-    warped
-    (the original warped validation batches when ``warp_on``), and flat batches of a set
-    smaller than ``batch_size`` work. Augmentation draws from :attr:`rng`, not numpy's global
+    Fixed against ELEKTRONN 1.0 (docs/differences.md, T4): validation and test batches are
+    never warped (the original warped validation batches when ``warp_on``), and flat batches
+    of a set smaller than ``batch_size`` work. Augmentation draws from :attr:`rng`, not numpy's global
     generator.
 
     Examples
     --------
-    >>> data = MNISTData(shift_augment=False)                      # doctest: +SKIP
-    >>> d, l = data.getbatch(100)                                  # doctest: +SKIP
-    >>> d.shape, l.dtype                                           # doctest: +SKIP
+    With the real MNIST, ``MNISTData(shift_augment=False)`` finds or downloads it.  Here a
+    small stand-in file with the layout of ``mnist.pkl.gz`` (three ``(images, labels)`` sets):
+
+    >>> import gzip, os, pickle, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> sets = [(rng.random((n, 784), dtype=np.float32), np.arange(n) % 10) for n in (300, 50, 50)]
+    >>> path = os.path.join(tempfile.mkdtemp(), "mnist.pkl.gz")
+    >>> with gzip.open(path, "wb") as f:
+    ...     pickle.dump(sets, f, protocol=2)
+    >>> data = MNISTData(path, shift_augment=False, seed=0)
+    >>> d, l = data.getbatch(100)
+    >>> d.shape, l.dtype
     ((100, 1, 28, 28), dtype('int16'))
     """
 
