@@ -23,6 +23,16 @@ def _no_mnist_download(monkeypatch):
     monkeypatch.setenv("ELEKTRONN_MNIST_URL", "http://127.0.0.1:9/no-network-in-tests/")
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_numpy(request):
+    """numpy's global random state seeded from the test's id (restored afterwards): nets built
+    without ``seed`` (which draw it from there) and global-state users are reproducible."""
+    state = np.random.get_state()
+    np.random.seed(zlib.crc32(request.node.nodeid.encode()))
+    yield
+    np.random.set_state(state)
+
+
 @pytest.fixture
 def rng(request):
     """A generator per test, seeded from the test's id: fresh data per test, reproducible."""
