@@ -212,6 +212,7 @@ def write_img_scalar(folder, runtime):
     return cfg
 
 
+@pytest.mark.slow
 def test_img_scalar_training_stops_at_the_runtime(tmp_path, monkeypatch):
     """img-scalar batches from h5 stacks train a classifier until ``max_runtime``."""
     clock = FakeClock(tick=0.01)
@@ -235,6 +236,7 @@ def test_img_scalar_training_stops_at_the_runtime(tmp_path, monkeypatch):
     assert trainer.errors[-1][3] < 25 and trainer.history[-1][5] < trainer.history[0][5]
 
 
+@pytest.mark.slow
 def test_cli_max_runtime_and_param_file(tmp_path, data_dir, monkeypatch):
     """--max-runtime stops the run; --resume --param-file continues from that file's weights."""
     monkeypatch.setattr(trainer_module, "time", FakeClock())
