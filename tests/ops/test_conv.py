@@ -102,7 +102,8 @@ def test_corr_weights_positions_in_lanes(c_kernels, rng, bs, ic, oc, sp, k):
 @pytest.mark.parametrize("merged", [False, True])
 @pytest.mark.parametrize("bs, ic, oc, sp, k", [
     (16, 4, 5, (5, 9, 9), (3, 3, 3)),  # small 3-D planes (MFP fragments)
-    (5, 1, 10, (12, 12), (5, 5)),  # rows shorter than one register block
+    (5, 1, 10, (12, 12), (5, 5)),  # rows shorter than one register block (AVX-512: 96)
+    (4, 2, 3, (6, 6), (3, 3)),  # 22 positions: shorter than a block of every width (8 x 3)
     (3, 2, 3, (40, 41), (2, 3)),
 ])
 def test_kernels_both_batch_layouts(c_kernels, rng, monkeypatch, merged, bs, ic, oc, sp, k):
