@@ -9,8 +9,11 @@ prediction (:mod:`elektronn.net.prediction`) and the parameter files
 import functools
 import inspect
 import logging
+import os
 import pickle
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytensor
@@ -129,8 +132,11 @@ class MixedConvNN:
     """
 
     @_recorded
-    def __init__(self, input_size=None, input_depth=None, batch_size=None, enable_dropout=False,
-                 recurrent=False, dimension_calc=None, seed=None, mode=None):
+    def __init__(self, input_size: int | Sequence[int] | None = None,
+                 input_depth: int | None = None, batch_size: int | None = None,
+                 enable_dropout: bool = False, recurrent: bool = False,
+                 dimension_calc: Any = None, seed: int | None = None,
+                 mode: str | None = None) -> None:
         backend.configure()
         self.mode = backend.mode_name() if mode is None else backend.check_mode(mode)
         try:
@@ -276,11 +282,17 @@ class MixedConvNN:
         return self._layer0_input, self.input_shape
 
     @_recorded
-    def addConvLayer(self, nof_filters=None, filter_size=None, pool_shape=2, activation_func="tanh",
-                     add_in_output_layers=False, force_no_dropout=False,
-                     use_fragment_pooling=False, reshape=False, is_last_layer=False,
-                     layer_input_shape=None, layer_input=None, W=None, b=None,
-                     pooling_mode="max", affinity=False):
+    def addConvLayer(self, nof_filters: int | None = None,
+                     filter_size: int | Sequence[int] | None = None,
+                     pool_shape: int | Sequence[int] = 2, activation_func: str = "tanh",
+                     add_in_output_layers: bool = False, force_no_dropout: bool = False,
+                     use_fragment_pooling: bool = False, reshape: bool = False,
+                     is_last_layer: bool = False,
+                     layer_input_shape: Sequence[int | None] | None = None,
+                     layer_input: pt.TensorVariable | None = None,
+                     W: np.ndarray | SharedVariable | None = None,
+                     b: np.ndarray | SharedVariable | None = None, pooling_mode: str = "max",
+                     affinity: bool | str = False) -> None:
         """Append a conv layer: convolution, pooling (plain or MFP), dropout, bias, activation.
 
         Parameters
@@ -378,16 +390,19 @@ class MixedConvNN:
             if mfp and p > 1 and (out % p != p - 1 or out < 2 * p - 1):
                 raise ValueError(
                     f"{where}: max-fragment pooling by {p} needs a conv output of the form "
-                    f"k*{p}+{p - 1} with k >= 1, got {out} (input {s}, filter {f}); choose the input size "
-                    "with CNNCalculator(..., MFP=...)")
+                    f"k*{p}+{p - 1} with k >= 1, got {out} (input {s}, filter {f}); choose the "
+                    "input size with CNNCalculator(..., MFP=...)")
             if not mfp and out % p:
                 raise ValueError(
                     f"{where}: pooling by {p} needs a conv output divisible by {p}, got {out} "
                     f"(input {s}, filter {f}); choose the input size with CNNCalculator")
 
     @_recorded
-    def addPerceptronLayer(self, n_outputs=10, activation_func="tanh", enable_input_noise=False,
-                           add_in_output_layers=False, force_no_dropout=False, W=None, b=None):
+    def addPerceptronLayer(self, n_outputs: int = 10, activation_func: str = "tanh",
+                           enable_input_noise: bool = False, add_in_output_layers: bool = False,
+                           force_no_dropout: bool = False,
+                           W: np.ndarray | pt.TensorVariable | None = None,
+                           b: np.ndarray | pt.TensorVariable | None = None) -> None:
         """Append a fully connected layer (conv outputs are flattened first).
 
         ``enable_input_noise`` adds Gaussian noise of std 0.2 to the layer input (the std is the
@@ -410,7 +425,8 @@ class MixedConvNN:
         self.TotalForwardPassCost += (insh[0] or 1) * insh[1] * int(n_outputs)
 
     @_recorded
-    def addRecurrentLayer(self, n_hid=None, activation_func="tanh", iterations=None):
+    def addRecurrentLayer(self, n_hid: int | None = None, activation_func: str = "tanh",
+                          iterations: int | None = None) -> None:
         """Append an Elman RNN layer over ``(bs, time, features)``; its output is the last state.
 
         A ``(bs, features)`` input (``input_depth=None``) is repeated over ``iterations`` steps.
@@ -432,8 +448,9 @@ class MixedConvNN:
         self._y = pt.tensor("y_cnn_labels", dtype="int16", shape=(None,))
 
     @_recorded
-    def addTiedAutoencoderChain(self, n_layers=None, force_no_dropout=False,
-                                activation_func="tanh", input_noise=0.3, tie_W=True):
+    def addTiedAutoencoderChain(self, n_layers: int | None = None, force_no_dropout: bool = False,
+                                activation_func: str = "tanh", input_noise: float = 0.3,
+                                tie_W: bool = True) -> None:
         """Mirror the first ``n_layers`` perceptron layers into a decoder chain.
 
         With ``tie_W`` the decoders use the transposed encoder weights, and their biases keep
@@ -452,7 +469,8 @@ class MixedConvNN:
             layer = PerceptronLayer(
                 prev.output, prev.output_shape[1], enc.n_in, prev.output_shape[0],
                 enable_dropout=self._enable_dropout and not force_no_dropout,
-                activation_func=activation_func, input_noise=input_noise if not chain else None, input_layer=prev,
+                activation_func=activation_func,
+                input_noise=input_noise if not chain else None, input_layer=prev,
                 W=enc.W.T if tie_W else None, rng=self.rng, streams=self._streams)
             chain.append(layer)
             if tie_W:
@@ -466,9 +484,9 @@ class MixedConvNN:
         return Arg("data", self.input_shape, "float32")
 
     @_recorded
-    def compileOutputFunctions(self, target="nll", use_class_weights=False,
-                               use_example_weights=False, use_lazy_labels=False,
-                               use_label_prop=False, only_forward=False):
+    def compileOutputFunctions(self, target: str = "nll", use_class_weights: bool = False,
+                               use_example_weights: bool = False, use_lazy_labels: bool = False,
+                               use_label_prop: bool = False, only_forward: bool = False) -> None:
         """Build the loss and compile ``get_loss``, ``get_error`` and ``class_probabilities``.
 
         Parameters
@@ -628,7 +646,7 @@ class MixedConvNN:
         return y_arg, aux
 
     @_recorded
-    def compileDebugFunctions(self, gradients=True):
+    def compileDebugFunctions(self, gradients: bool = True) -> None:
         """Compile ``data -> layer.output`` (``debug_functions``) and ``data -> layer.conv_out``
         (``debug_conv_output``) per layer and, optionally, ``(data, labels, *aux) -> gradients``.
         """
@@ -650,17 +668,21 @@ class MixedConvNN:
                 [self._x, self._y] + self._y_aux, self._gradients,
                 rng_updates=self._rng_updates), self._loss_args)
 
-    def get_activities(self, data):
+    def get_activities(self, data: np.ndarray) -> list[np.ndarray]:
         """Outputs of every layer for ``data`` (needs :meth:`compileDebugFunctions`)."""
         return [f(data) for f in self.debug_functions]
 
-    def get_nonpooled_activities(self, data):
+    def get_nonpooled_activities(self, data: np.ndarray) -> list[np.ndarray]:
         """Convolution outputs (before pooling) of every conv layer for ``data``."""
         return [f(data) for f in self.debug_conv_output]
 
     # --- training --------------------------------------------------------------------------------
-    def setOptimizerParams(self, SGD=None, CG=None, RPROP=None, LBFGS=None, Adam=None,
-                           weight_decay=0.0):
+    def setOptimizerParams(self, SGD: Mapping[str, Any] | None = None,
+                           CG: Mapping[str, Any] | None = None,
+                           RPROP: Mapping[str, Any] | None = None,
+                           LBFGS: Mapping[str, Any] | None = None,
+                           Adam: Mapping[str, Any] | None = None,
+                           weight_decay: float | bool = 0.0) -> None:
         """Set the optimisers' hyperparameters (as ELEKTRONN 1.0).
 
         ``SGD`` ``{'LR', 'momentum'}`` and ``weight_decay`` are shared variables and take
@@ -686,15 +708,15 @@ class MixedConvNN:
             elif params:
                 del self._optimizers[mode]
 
-    def setSGDLR(self, value=NEW_NET_SGD["LR"]):
+    def setSGDLR(self, value: float = NEW_NET_SGD["LR"]) -> None:
         """Set the SGD learning rate (effective at the next step)."""
         self.SGD_LR.set_value(np.float32(value))
 
-    def setSGDMomentum(self, value=NEW_NET_SGD["momentum"]):
+    def setSGDMomentum(self, value: float = NEW_NET_SGD["momentum"]) -> None:
         """Set the SGD momentum (effective at the next step)."""
         self.SGD_momentum.set_value(np.float32(value))
 
-    def setWeightDecay(self, value=0.0005):
+    def setWeightDecay(self, value: float = 0.0005) -> None:
         """Set the global L2 weight decay (used by SGD and RPROP)."""
         self.global_weightdecay.set_value(np.float32(value))
 
@@ -716,11 +738,12 @@ class MixedConvNN:
         return self._optimizers[mode]
 
     @property
-    def SGD(self):  # noqa: N802  (original attribute names of the cached optimisers)
+    def SGD(self) -> optimizer.compileSGD:  # noqa: N802  (the original's attribute name)
         """The compiled SGD optimiser (compiled on first use)."""
         return self._optimizer("SGD")
 
-    def trainingStep(self, *args, mode="SGD", update_loss=False):
+    def trainingStep(self, *args: np.ndarray, mode: str = "SGD",
+                     update_loss: bool = False) -> tuple[np.float32, np.ndarray, float]:
         """One optimisation step on ``(data, labels, *aux)``.
 
         Parameters
@@ -759,8 +782,9 @@ class MixedConvNN:
         return np.float32(loss), inst, time.time() - t0 + 1e-10
 
     # --- prediction ------------------------------------------------------------------------------
-    def predictDense(self, raw_img, show_progress=True, offset=None, as_uint8=False,
-                     pad_raw=False):
+    def predictDense(self, raw_img: Any, show_progress: bool = True,
+                     offset: Sequence[int] | None = None, as_uint8: bool = False,
+                     pad_raw: bool = False) -> np.ndarray:
         """Dense class-probability map of a whole image or volume, tile by tile.
 
         Parameters
@@ -785,7 +809,7 @@ class MixedConvNN:
         return prediction.predict_dense(self, raw_img, show_progress, offset, as_uint8, pad_raw)
 
     # --- dropout ---------------------------------------------------------------------------------
-    def setDropoutRates(self, rates):
+    def setDropoutRates(self, rates: Sequence[float | None]) -> None:
         """Set the drop rates: ``rates[i]`` goes to ``layers[i]``.
 
         Layers without dropout, and rates outside [0, 1], are skipped (as in ELEKTRONN 1.0).
@@ -794,20 +818,20 @@ class MixedConvNN:
             if lay.activation_noise is not None and rate is not None and 0 <= rate <= 1:
                 lay.activation_noise.set_value(np.float32(rate))
 
-    def getDropoutRates(self):
+    def getDropoutRates(self) -> list[float]:
         """Drop rates of the layers that have dropout (not aligned with layer indices)."""
         return [float(lay.activation_noise.get_value()) for lay in self.layers
                 if lay.activation_noise is not None]
 
     # --- weights ---------------------------------------------------------------------------------
-    def randomizeWeights(self, reset_momenta=True):
+    def randomizeWeights(self, reset_momenta: bool = True) -> None:
         """Re-initialise every layer's weights (and, by default, the optimiser state)."""
         for lay in self.layers + self._output_layers:
             lay.randomizeWeights()
         if reset_momenta:
             self.resetMomenta()
 
-    def resetMomenta(self):
+    def resetMomenta(self) -> None:
         """Zero the momenta and reset every compiled optimiser's state."""
         for g in self._last_grads:
             g.set_value(np.zeros_like(g.get_value()))
@@ -821,7 +845,8 @@ class MixedConvNN:
             layers = self.layers[:n]
         return layers
 
-    def saveParameters(self, path="CNN.save", layers=None, show=True):
+    def saveParameters(self, path: str | os.PathLike = "CNN.save", layers: list | None = None,
+                       show: bool = True) -> None:
         """Write the parameters in the ELEKTRONN 1.0 file layout (atomically).
 
         The file is a stream of protocol-2 pickles: the list of each layer's first parameter
@@ -834,7 +859,8 @@ class MixedConvNN:
         if show:
             logger.info("Saving params to file %s\n shapes are: %s", path, pset.shapes)
 
-    def loadParameters(self, myfile="CNN.save", strict=False, n_layers_to_load=-1):
+    def loadParameters(self, myfile: str | os.PathLike = "CNN.save", strict: bool = False,
+                       n_layers_to_load: int = -1) -> None:
         """Load a parameter file of ELEKTRONN 1.0 or of this port.
 
         Parameters

@@ -9,6 +9,7 @@ builds a graph.
 import logging
 import numbers
 import operator
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -194,8 +195,10 @@ class _CNNCalculator(_CalculatorBase):
         Half the field of view of the last layer (non-integer for an odd field of view).
     """
 
-    def __init__(self, filters, poolings, desired_input=None, MFP=False, force_center=False,
-                 desired_output=None, legacy_mfp=False):
+    def __init__(self, filters: Sequence[int], poolings: Sequence[int],
+                 desired_input: int | None = None, MFP: bool | Sequence[bool] = False,
+                 force_center: bool = False, desired_output: int | None = None,
+                 legacy_mfp: bool = False) -> None:
         self.legacy_mfp = bool(legacy_mfp)
         self.filters = [_positive_int(f, "filters") for f in _layer_list(filters, "filters")]
         self.poolings = [_positive_int(p, "poolings") for p in _layer_list(poolings, "poolings")]
@@ -255,7 +258,7 @@ class _CNNCalculator(_CalculatorBase):
             size = layers[-1].pool_out
         return layers
 
-    def calclayers(self, input):
+    def calclayers(self, input: int) -> None:
         """Set ``layers``, ``pool_out``, ``out`` and ``stride`` for the input size ``input``.
 
         Raises
@@ -268,7 +271,7 @@ class _CNNCalculator(_CalculatorBase):
         self.out = [layer.out for layer in self.layers]
         self.stride = [layer.stride for layer in self.layers]
 
-    def getFields(self):
+    def getFields(self) -> list[int]:
         """Return the receptive field of every layer's output neurons, in input pixels."""
         fields = []
         for i in range(len(self.filters)):
@@ -304,8 +307,13 @@ valid_outputs : list
             setattr(self, name, [getattr(calc, name) for calc in self.calcs])
 
 
-def CNNCalculator(filters, poolings, desired_input=None, MFP=False, force_center=False,
-                  desired_output=None, n_dim=1, *, legacy_mfp=False):
+def CNNCalculator(filters: Sequence[int | Sequence[int]],
+                  poolings: Sequence[int | Sequence[int]],
+                  desired_input: int | Sequence[int] | None = None,
+                  MFP: bool | Sequence[bool | Sequence[bool]] = False,
+                  force_center: bool = False,
+                  desired_output: int | Sequence[int] | None = None, n_dim: int = 1, *,
+                  legacy_mfp: bool = False) -> "_CNNCalculator | _multiCNNCalculator":
     """Helper to calculate CNN architectures.
 
     This is a function, but it returns an object whose attributes hold the architecture

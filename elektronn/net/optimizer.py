@@ -698,8 +698,9 @@ class compileCG(Optimizer):
     def __call__(self, *args):
         """Run ``n_steps`` line searches; return ``[float32 loss, instance]`` after the update.
 
-        The rows ``[loss, t, coeff, count]`` of the line searches are in ``last_timeline``.  If the final loss is not finite, the parameters and the CG state are
-        restored to their values before the call (see the module docstring).
+        The rows ``[loss, t, coeff, count]`` of the line searches are in ``last_timeline``.
+        If the final loss is not finite, the parameters and the CG state are restored to their
+        values before the call (see the module docstring).
         """
         self.step_count += 1
         snapshot = self._snapshot()
@@ -739,8 +740,8 @@ class compileLBFGS(Optimizer):
     ----------
     optimizer_params : dict, optional
         Keyword arguments of ``fmin_l_bfgs_b``; missing keys come from
-        ``NET_OPTIMIZER_DEFAULTS["LBFGS"]``.  Read at every call.  ``iprint < 0`` (silent) is not passed on,
-        as recent scipy deprecates it.
+        ``NET_OPTIMIZER_DEFAULTS["LBFGS"]``.  Read at every call.  ``iprint < 0`` (silent) is
+        not passed on, as recent scipy deprecates it.
     model_obj, X, Y, Y_aux, top_loss, params, **kwargs
         See :class:`Optimizer`.
     debug : bool

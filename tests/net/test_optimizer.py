@@ -3,9 +3,9 @@ N23-N30).
 
 The stand-in model objects carry exactly the attributes the net provides (``_x``, ``_y``,
 ``_y_aux``, ``_loss``, ``_loss_instance``, ``_gradients``, ``params``, ``_last_grads``,
-``global_weightdecay``, ``SGD_LR``, ``SGD_momentum``); the optimisers only read them.  The "probe" model has a
-linear loss ``sum(x * theta)``, so its gradient is exactly the input ``x`` and single updates
-can be checked by hand.
+``global_weightdecay``, ``SGD_LR``, ``SGD_momentum``); the optimisers only read them.  The
+"probe" model has a linear loss ``sum(x * theta)``, so its gradient is exactly the input ``x``
+and single updates can be checked by hand.
 """
 
 import logging
