@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from elektronn.atomicio import remove_stale_temps
 from elektronn.training import console, trainutils
 from elektronn.training.parallelisation import BackgroundProc
 from elektronn.training.volumes import DataError
@@ -324,12 +325,14 @@ class Trainer:
         moments, ...; :attr:`optimizer_state_file`) and, written last,
         :attr:`state_file`: the last completed step, the time, the learning rate, the
         snapshot and preview counters and the random states (data, numpy, the net's noise
-        streams).
+        streams). Temporary files that killed saves left in the folder are removed.
         """
         self.prepareSaveFolder()
         param_file = Path(param_file or self.last_param_file)
         self.cnn.saveParameters(str(param_file), show=False)
         self._drop_previous_run()
+        for folder in (self.save_path, self.save_path / "Backup"):  # e.g. of killed snapshots
+            remove_stale_temps(folder)
         opt = self.cnn._optimizers.get(self.config.optimizer)
         arrays = {f"state_{k}": np.asarray(var.get_value())
                   for k, (var, _) in enumerate(getattr(opt, "_state", []))}
