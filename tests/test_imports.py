@@ -1,6 +1,7 @@
 """Importing elektronn has no side effects, and its modules import each other without cycles."""
 
 import ast
+import re
 import json
 import os
 import subprocess
@@ -131,3 +132,12 @@ def test_only_the_backend_reads_elektronn_environment_variables():
                     "ELEKTRONN_" in line or "_ENV_VAR" in line):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
     assert not offenders
+
+
+def test_reference_is_only_the_tests_oracle():
+    """No module of the package uses elektronn.ops.reference (runtime numpy: numpy_kernels)."""
+    users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+             if p.name != "reference.py"
+             and re.search(r"import reference\b|ops\.reference import|ops import .*\breference\b",
+                           p.read_text())]
+    assert not users

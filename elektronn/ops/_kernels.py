@@ -5,7 +5,8 @@ The C sources are compiled once per machine with the system C compiler (``-O3 -m
 -fopenmp``) into one library in PyTensor's compile directory and reused by every later
 process.  When no compiler is available, or :data:`use_c_kernels` is false (set by
 :func:`elektronn.backend.configure` from ``ELEKTRONN_KERNELS=numpy``), the numpy
-references in :mod:`elektronn.ops.reference` are used instead (correct, several times slower).
+implementations in :mod:`elektronn.ops.numpy_kernels` are used instead (correct, several times
+slower).
 """
 
 import ctypes
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elektronn.ops import reference
+from elektronn.ops import numpy_kernels
 
 __all__ = [
     "corr", "corr_weights", "conv_grad_input", "kernel_library", "pool", "pool_grad", "mfp",
@@ -267,7 +268,7 @@ def corr(x, w, b=None, relu=False):
             raise ValueError(f"bias of shape {b.shape} does not match filters of shape {w.shape}")
     lib = kernel_library()
     if lib is None:
-        y = reference.corr(x, w)
+        y = numpy_kernels.corr(x, w)
         if b is not None:
             y += b.reshape((-1,) + (1,) * (y.ndim - 2))
         return np.maximum(y, 0, out=y) if relu else y
@@ -285,7 +286,7 @@ def corr(x, w, b=None, relu=False):
 
 
 def conv_grad_input(g, w):
-    """Gradient of ``sum(conv(x, w) * g)`` w.r.t. ``x``, as :func:`reference.conv_grad_input`.
+    """Gradient of ``sum(conv(x, w) * g)`` w.r.t. ``x`` (see ``numpy_kernels.conv_grad_input``).
 
     ``gx[n,c,q] = sum_{o,k} w[o,c,k] g[n,o,q-k]``: computed for every input position ``q``
     from ``g`` embedded in the input's grid behind a zero lead-in, so that no position is
@@ -293,7 +294,7 @@ def conv_grad_input(g, w):
     """
     lib = kernel_library()
     if lib is None:
-        return reference.conv_grad_input(g, w)
+        return numpy_kernels.conv_grad_input(g, w)
     w = np.ascontiguousarray(np.swapaxes(w, 0, 1), dtype=np.float32)
     bs, ic = g.shape[0], w.shape[0]
     ksh = tuple(int(k) for k in w.shape[2:])
@@ -320,7 +321,7 @@ def corr_weights(x, g, kshape):
     """
     lib = kernel_library()
     if lib is None:
-        return reference.corr_weights(x, g, kshape)
+        return numpy_kernels.corr_weights(x, g, kshape)
     x = np.ascontiguousarray(x, dtype=np.float32)
     g = np.ascontiguousarray(g, dtype=np.float32)
     (bs, ic), sp = x.shape[:2], x.shape[2:]
@@ -410,30 +411,30 @@ def _pool_grad(x, y, g, ws, phases):
 def pool(x, ws, mode="max"):
     """Non-overlapping ``max`` or ``maxabs`` pooling of the trailing axes (float32).
 
-    Same semantics as :func:`elektronn.ops.reference.pool`; axes must be divisible by their
+    Same semantics as :func:`elektronn.ops.numpy_kernels.pool`; axes must be divisible by their
     factor (checked by the Ops).
     """
     if kernel_library() is None:
-        return reference.pool(x, ws, mode)
+        return numpy_kernels.pool(x, ws, mode)
     return _pool(x, ws, mode, phases=False)
 
 
 def pool_grad(x, y, g, ws):
-    """Gradient of :func:`pool` given its output ``y``, as :func:`reference.pool_grad`."""
+    """Gradient of :func:`pool` given its output ``y``, as :func:`numpy_kernels.pool_grad`."""
     if kernel_library() is None:
-        return reference.pool_grad(x, y, g, ws)
+        return numpy_kernels.pool_grad(x, y, g, ws)
     return _pool_grad(x, y, g, ws, phases=False)
 
 
 def mfp(x, ws, mode="max"):
-    """Max-fragment pooling (float32), as :func:`elektronn.ops.reference.mfp`."""
+    """Max-fragment pooling (float32), as :func:`elektronn.ops.numpy_kernels.mfp`."""
     if kernel_library() is None:
-        return reference.mfp(x, ws, mode)
+        return numpy_kernels.mfp(x, ws, mode)
     return _pool(x, ws, mode, phases=True)
 
 
 def mfp_grad(x, y, g, ws):
-    """Gradient of :func:`mfp`, as :func:`reference.mfp_grad` (overlapping phases add up)."""
+    """Gradient of :func:`mfp` (overlapping phases add up), as ``numpy_kernels.mfp_grad``."""
     if kernel_library() is None:
-        return reference.mfp_grad(x, y, g, ws)
+        return numpy_kernels.mfp_grad(x, y, g, ws)
     return _pool_grad(x, y, g, ws, phases=True)

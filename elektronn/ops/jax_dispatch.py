@@ -236,7 +236,7 @@ def fragments_to_dense(frags, perm, strides):
     """Interleave fragments ``(F*bs, C, *s)`` into ``(bs, C, *(s*strides))``.
 
     ``perm[i]`` is the fragment holding dense phase ``i`` (row-major), as
-    :func:`elektronn.ops.reference.dense_permutation` returns it.
+    :func:`elektronn.ops.numpy_kernels.dense_permutation` returns it.
     """
     nd = len(strides)
     n = len(perm)

@@ -13,7 +13,7 @@ from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from elektronn.ops import _kernels, reference
+from elektronn.ops import _kernels, numpy_kernels
 from elektronn.ops._common import as_float32, check_ndim
 from elektronn.ops.pool import _pooled_type, _PoolingGrad, check_pool_args
 
@@ -56,7 +56,8 @@ def fragment_offsets(offsets, strides, pool):
         raise ValueError(
             f"offsets must have shape (F, {nd}) and strides shape ({nd},) for pool {tuple(pool)}"
         )
-    new = [o + np.asarray(ph) * strides for ph in reference.pool_phases(pool) for o in offsets]
+    new = [o + np.asarray(ph) * strides
+           for ph in numpy_kernels.pool_phases(pool) for o in offsets]
     return np.array(new, dtype=np.int64), pool * strides
 
 
@@ -128,7 +129,7 @@ class _Reassembly(Op):
     def __init__(self, offsets, strides):
         self.strides = tuple(int(s) for s in strides)
         self.offsets = tuple(tuple(int(v) for v in o) for o in offsets)
-        self.perm = reference.dense_permutation(self.offsets, self.strides)
+        self.perm = numpy_kernels.dense_permutation(self.offsets, self.strides)
 
     def _input(self, x):
         x = as_float32(x, "input")
@@ -158,7 +159,8 @@ class FragmentsToDense(_Reassembly):
             raise ValueError(
                 f"input batch {x.shape[0]} is not a multiple of {len(self.offsets)} fragments"
             )
-        output_storage[0][0] = reference.fragments_to_dense(x, self.offsets, self.strides)
+        output_storage[0][0] = numpy_kernels.fragments_to_dense(
+            x, self.offsets, self.strides)
 
     def infer_shape(self, fgraph, node, shapes):
         (s,) = shapes
@@ -184,7 +186,8 @@ class DenseToFragments(_Reassembly):
         (x,) = inputs
         if any(s % k for s, k in zip(x.shape[2:], self.strides)):
             raise ValueError(f"input shape {x.shape} is not divisible by strides {self.strides}")
-        output_storage[0][0] = reference.dense_to_fragments(x, self.offsets, self.strides)
+        output_storage[0][0] = numpy_kernels.dense_to_fragments(
+            x, self.offsets, self.strides)
 
     def infer_shape(self, fgraph, node, shapes):
         (s,) = shapes

@@ -1,14 +1,27 @@
-"""Plain numpy implementations of every Op in :mod:`elektronn.ops`.
+"""The tests' oracle: slow, obviously correct numpy versions of every Op in :mod:`elektronn.ops`.
 
-These are the references the fast kernels are tested against (and their fallback without a C
-compiler), and the ``perform`` of the Ops where numpy is already fast (fragment reassembly).
-Layout convention of the whole package: ``(batch, channels, *spatial)``; pooling acts on the
+Nothing in the package runs these; the tests compare the Ops, the C kernels, their numpy
+fallback (:mod:`elektronn.ops.numpy_kernels`) and the JAX implementations with them.  Each is
+written from the definition, by a route of its own: convolutions as one ``einsum`` over sliding
+windows (computed in float64), their input gradient by scattering every kernel tap, pooling
+over strided windows, pooling gradients by repeating the outputs over their windows, fragment
+reassembly by strided assignment.  Layout: ``(batch, channels, *spatial)``; pooling acts on the
 trailing axes.
+
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> pool(x, (2, 2))[0, 0]
+array([[ 5.,  7.],
+       [13., 15.]], dtype=float32)
+>>> conv(x, np.ones((1, 1, 3, 3), np.float32))[0, 0]
+array([[45., 54.],
+       [81., 90.]], dtype=float32)
 """
 
 import itertools
+import string
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "corr",
@@ -20,191 +33,148 @@ __all__ = [
     "pool_grad",
     "mfp",
     "mfp_grad",
-    "pool_phases",
     "fragments_to_dense",
     "dense_to_fragments",
-    "dense_permutation",
 ]
 
 
-def _flip(w, nd):
-    """Reverse the last ``nd`` axes of ``w``."""
-    return w[(Ellipsis,) + (slice(None, None, -1),) * nd]
+def _flip(w):
+    """Reverse every spatial axis of a ``(out, in, *k)`` kernel."""
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
+def _letters(nd):
+    """Index letters for ``nd`` output positions and ``nd`` kernel taps."""
+    return string.ascii_letters[:nd], string.ascii_letters[nd:2 * nd]
+
+
+def _windows(x, kshape):
+    """``win[n, c, *p, *k] = x[n, c, *(p + k)]`` for every valid position ``p``."""
+    return sliding_window_view(x, tuple(kshape), axis=tuple(range(2, x.ndim)))
 
 
 def corr(x, w):
     """Valid cross-correlation: ``y[n,o,p] = sum_{c,k} w[o,c,k] * x[n,c,p+k]``."""
-    ksh = w.shape[2:]
-    osh = tuple(s - k + 1 for s, k in zip(x.shape[2:], ksh))
-    y = np.zeros((x.shape[0], w.shape[0]) + osh, dtype=np.float32)
-    for k in itertools.product(*(range(s) for s in ksh)):
-        window = x[(slice(None), slice(None)) + tuple(slice(i, i + o) for i, o in zip(k, osh))]
-        y += np.tensordot(w[(slice(None), slice(None)) + k], window, axes=([1], [1])).swapaxes(
-            0, 1
-        )
-    return y
+    p, k = _letters(x.ndim - 2)
+    y = np.einsum(f"NC{p}{k},OC{k}->NO{p}", _windows(x, w.shape[2:]).astype(np.float64),
+                  w.astype(np.float64))
+    return y.astype(np.float32)
 
 
 def corr_weights(x, g, kshape):
-    """Correlation of ``x`` with ``g`` summed over the batch.
-
-    ``gw[o,c,k] = sum_{n,p} g[n,o,p] * x[n,c,p+k]``: the kernel gradient of :func:`corr`.
-    """
-    osh = g.shape[2:]
-    gw = np.empty((g.shape[1], x.shape[1]) + tuple(kshape), dtype=np.float32)
-    for k in itertools.product(*(range(s) for s in kshape)):
-        window = x[(slice(None), slice(None)) + tuple(slice(i, i + o) for i, o in zip(k, osh))]
-        gw[(slice(None), slice(None)) + k] = np.tensordot(
-            g, window, axes=([0] + list(range(2, g.ndim)), [0] + list(range(2, g.ndim)))
-        )
-    return gw
+    """``gw[o,c,k] = sum_{n,p} g[n,o,p] * x[n,c,p+k]``: the kernel gradient of :func:`corr`."""
+    p, k = _letters(x.ndim - 2)
+    gw = np.einsum(f"NC{p}{k},NO{p}->OC{k}", _windows(x, kshape).astype(np.float64),
+                   g.astype(np.float64))
+    return gw.astype(np.float32)
 
 
 def conv(x, w):
     """Valid true convolution (kernel flipped in every spatial axis, as Theano's conv2d)."""
-    return corr(x, _flip(w, x.ndim - 2))
-
-
-def _pad_full(g, kshape):
-    pad = [(0, 0), (0, 0)] + [(k - 1, k - 1) for k in kshape]
-    return np.pad(g, pad)
+    return corr(x, _flip(w))
 
 
 def conv_grad_input(g, w):
-    """Gradient of ``sum(conv(x, w) * g)`` with respect to ``x``."""
-    return corr(_pad_full(g, w.shape[2:]), np.swapaxes(w, 0, 1))
+    """Gradient of ``sum(conv(x, w) * g)`` with respect to ``x``.
+
+    Every output position ``p`` of tap ``k`` of the flipped kernel read input ``p + k``; the
+    gradient adds ``g[p] * w_flipped[k]`` back there, tap by tap.
+    """
+    wf = _flip(w).astype(np.float64)
+    kshape, oshape = w.shape[2:], g.shape[2:]
+    gx = np.zeros((g.shape[0], w.shape[1]) + tuple(o + s - 1 for o, s in zip(oshape, kshape)))
+    for tap in itertools.product(*(range(s) for s in kshape)):
+        target = (slice(None), slice(None)) + tuple(slice(t, t + o) for t, o in zip(tap, oshape))
+        gx[target] += np.einsum("NO...,OC->NC...", g.astype(np.float64),
+                                wf[(slice(None), slice(None)) + tap])
+    return gx.astype(np.float32)
 
 
 def conv_grad_weights(x, g):
     """Gradient of ``sum(conv(x, w) * g)`` with respect to ``w``."""
     kshape = tuple(s - o + 1 for s, o in zip(x.shape[2:], g.shape[2:]))
-    return _flip(corr_weights(x, g, kshape), x.ndim - 2).copy()
+    return np.ascontiguousarray(_flip(corr_weights(x, g, kshape)))
 
 
-def _blocked(x, ws):
-    """View ``x`` with each pooled trailing axis split into ``(n // p, p)``."""
+def _pool_windows(x, ws):
+    """``(*lead, *pooled, prod(ws))``: the elements of every non-overlapping window."""
     nd = len(ws)
-    lead = x.shape[: x.ndim - nd]
-    shape = list(lead)
-    for s, p in zip(x.shape[x.ndim - nd :], ws):
-        shape += [s // p, p]
-    return x.reshape(shape)
+    axes = tuple(range(x.ndim - nd, x.ndim))
+    win = sliding_window_view(x, tuple(ws), axis=axes)
+    win = win[(Ellipsis,) + tuple(slice(None, None, p) for p in ws) + (slice(None),) * nd]
+    return win.reshape(win.shape[: x.ndim] + (-1,))
 
 
 def pool(x, ws, mode="max"):
-    """Non-overlapping pooling of the trailing ``len(ws)`` axes.
+    """Non-overlapping pooling of the trailing ``len(ws)`` axes (sizes divisible by ``ws``).
 
-    ``mode='max'`` takes the maximum; ``'maxabs'`` the element of largest absolute value with
-    its sign, ties going to the positive value.  Axes must be divisible by their factor.
-    Computed as an elementwise max (and min) over the strided slices ``[i::p]`` of each axis.
+    ``"max"``: the largest element of each window; ``"maxabs"``: the element of largest absolute
+    value, with its sign, the positive one where a positive and a negative one tie.
     """
-    hi = lo = x
+    win = _pool_windows(x, ws)
+    hi, lo = win.max(axis=-1), win.min(axis=-1)
+    return (hi if mode == "max" else np.where(hi >= -lo, hi, lo)).astype(x.dtype)
+
+
+def _repeat(y, ws):
+    """Every element of ``y`` repeated over its pooling window (the input's shape)."""
     for i, p in enumerate(ws):
-        if p == 1:
-            continue
-        axis = x.ndim - len(ws) + i
-        step = [(Ellipsis,) + (slice(j, None, p),) + (slice(None),) * (x.ndim - 1 - axis)
-                for j in range(p)]
-        hi = np.maximum.reduce([hi[s] for s in step])
-        if mode != "max":
-            lo = np.minimum.reduce([lo[s] for s in step])
-    if mode == "max":
-        return np.ascontiguousarray(hi)
-    return np.where(hi >= -lo, hi, lo)
+        y = np.repeat(y, p, axis=y.ndim - len(ws) + i)
+    return y
 
 
 def pool_grad(x, y, g, ws):
-    """Gradient of :func:`pool`: ``g`` goes to every input element equal to its output."""
-    nd = len(ws)
-    lead = x.ndim - nd
-    window = (slice(None),) * lead + sum(((slice(None), None) for _ in ws), ())
-    mask = _blocked(x, ws) == y[window]
-    return np.multiply(mask, g[window], dtype=np.float32).reshape(x.shape)
+    """Gradient of :func:`pool`: ``g`` goes to every input element equal to its window's output."""
+    return np.where(x == _repeat(y, ws), _repeat(g, ws), 0).astype(np.float32)
 
 
-def pool_phases(ws):
-    """All pooling phases in the row-major order MFP stacks its fragments in."""
+def _phases(ws):
     return list(itertools.product(*(range(p) for p in ws)))
 
 
-def _phase_crop(x, phase, ws):
-    nd = len(ws)
-    lead = (slice(None),) * (x.ndim - nd)
-    return lead + tuple(
-        slice(ph, s - p + ph + 1) for ph, p, s in zip(phase, ws, x.shape[x.ndim - nd :])
-    )
+def _crop(x, phase, ws):
+    """The crop of phase ``phase``: whole windows starting at ``phase``."""
+    lead = (slice(None),) * (x.ndim - len(ws))
+    sizes = x.shape[x.ndim - len(ws):]
+    return lead + tuple(slice(f, f + (s - f) // p * p) for f, p, s in zip(phase, ws, sizes))
 
 
 def mfp(x, ws, mode="max"):
-    """Max-fragment pooling: pool every phase-shifted crop, stack the fragments on axis 0.
+    """Max-fragment pooling: :func:`pool` of every phase's crop, the fragments stacked on axis 0.
 
-    Fragment of phase index ``f`` (row-major over the phases) for example ``b`` lands at batch
-    index ``f * batch + b``.
+    Phases in row-major order; fragment ``f`` of example ``b`` is row ``f * batch + b``.
+    Every phase crop must have the same size (the input size is ``p - 1`` modulo ``p``).
     """
-    return np.concatenate([pool(x[_phase_crop(x, ph, ws)], ws, mode) for ph in pool_phases(ws)])
+    return np.concatenate([pool(x[_crop(x, ph, ws)], ws, mode) for ph in _phases(ws)])
 
 
 def mfp_grad(x, y, g, ws):
-    """Gradient of :func:`mfp` with respect to its input."""
-    gx = np.zeros_like(x)
+    """Gradient of :func:`mfp` with respect to its input: the phases' gradients, added up."""
+    gx = np.zeros(x.shape, np.float32)
     bs = x.shape[0]
-    for f, ph in enumerate(pool_phases(ws)):
-        crop = _phase_crop(x, ph, ws)
-        sl = slice(f * bs, (f + 1) * bs)
-        gx[crop] += pool_grad(x[crop], y[sl], g[sl], ws)
+    for f, ph in enumerate(_phases(ws)):
+        crop = _crop(x, ph, ws)
+        rows = slice(f * bs, (f + 1) * bs)
+        gx[crop] += pool_grad(x[crop], y[rows], g[rows], ws)
     return gx
 
 
-def dense_permutation(offsets, strides):
-    """Index of the fragment holding each dense phase, the phases in row-major order.
-
-    Raises ``ValueError`` unless ``offsets`` lists every phase of the ``strides`` grid once.
-    """
-    strides = tuple(int(s) for s in strides)
-    index = {tuple(int(v) for v in o): i for i, o in enumerate(offsets)}
-    phases = pool_phases(strides)
-    if len(index) != len(offsets) or sorted(index) != phases:
-        raise ValueError(
-            f"offsets must list each phase of strides {strides} exactly once "
-            f"({len(phases)} offsets), got {[tuple(o) for o in offsets]}"
-        )
-    return np.array([index[ph] for ph in phases], dtype=np.int64)
-
-
 def fragments_to_dense(frags, offsets, strides):
-    """Interleave MFP fragments into dense maps.
-
-    ``frags`` has shape ``(F * bs, C, *s)`` with fragment ``i`` of example ``b`` at row
-    ``i * bs + b``; the result has shape ``(bs, C, *(s * strides))`` and
-    ``dense[b, c, o + strides * a] = frags[i * bs + b, c, a]`` for ``o = offsets[i]``.
-    """
-    nd = len(strides)
-    perm = dense_permutation(offsets, strides)
-    F = len(perm)
-    bs = frags.shape[0] // F
-    sp = frags.shape[2:]
-    t = frags.reshape((F, bs) + frags.shape[1:])[perm]
-    t = t.reshape(tuple(strides) + (bs,) + frags.shape[1:])
-    # axes: strides(0..nd-1), bs, C, spatial(nd+2 ..) -> bs, C, (a0, s0), (a1, s1), ...
-    order = [nd, nd + 1]
-    for d in range(nd):
-        order += [nd + 2 + d, d]
-    dense = tuple(a * s for a, s in zip(sp, strides))
-    return t.transpose(order).reshape((bs, frags.shape[1]) + dense)
+    """``dense[b, c, o + strides * a] = frags[i * bs + b, c, a]`` for ``o = offsets[i]``."""
+    n = len(offsets)
+    bs = frags.shape[0] // n
+    dense = np.empty((bs,) + frags.shape[1:2]
+                     + tuple(a * s for a, s in zip(frags.shape[2:], strides)), frags.dtype)
+    for i, o in enumerate(offsets):
+        where = (slice(None), slice(None)) + tuple(slice(int(f), None, s)
+                                                   for f, s in zip(o, strides))
+        dense[where] = frags[i * bs:(i + 1) * bs]
+    return dense
 
 
 def dense_to_fragments(dense, offsets, strides):
     """Inverse of :func:`fragments_to_dense`."""
-    nd = len(strides)
-    perm = dense_permutation(offsets, strides)
-    bs, C = dense.shape[:2]
-    sp = tuple(d // s for d, s in zip(dense.shape[2:], strides))
-    shape = [bs, C]
-    for a, s in zip(sp, strides):
-        shape += [a, s]
-    t = dense.reshape(shape)
-    order = [3 + 2 * d for d in range(nd)] + [0, 1] + [2 + 2 * d for d in range(nd)]
-    t = t.transpose(order).reshape((len(perm), bs, C) + sp)
-    out = np.empty_like(t)
-    out[perm] = t
-    return out.reshape((len(perm) * bs, C) + sp)
+    return np.concatenate([
+        dense[(slice(None), slice(None)) + tuple(slice(int(f), None, s)
+                                                 for f, s in zip(o, strides))]
+        for o in offsets])
