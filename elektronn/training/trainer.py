@@ -281,8 +281,11 @@ class Trainer:
         resume = self._resuming if resume is None else resume
         self.checkSaveFolder(resume)
         if not resume and self.save_path.exists():
-            stamp = time.strftime("%Y%m%d-%H%M%S")
+            stamp, k = time.strftime("%Y%m%d-%H%M%S"), 0
             old = self.save_path.with_name(f"{self.save_path.name}.previous-{stamp}")
+            while old.exists():  # two replacements within a second
+                k += 1
+                old = self.save_path.with_name(f"{self.save_path.name}.previous-{stamp}-{k}")
             self.save_path.rename(old)
             self.previous_run = old
             logger.info("The previous run in %s was moved to %s; it is removed when this run "

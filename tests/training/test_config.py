@@ -383,6 +383,11 @@ def test_backup_scripts(tmp_path, no_user_file):
     again.prepareSaveFolder()  # overwrite=True: a fresh folder, the old one moved aside
     assert not (backup / "old.txt").exists()
     assert (again.previous_run / "Backup" / "old.txt").read_text() == "old"
+    third = Trainer(Config(run, None, trainer, default_config=no_user_file))
+    third.prepareSaveFolder()  # the second run never saved: both earlier folders are kept
+    previous = sorted(p for p in (tmp_path / "runs").iterdir() if ".previous-" in p.name)
+    assert len(previous) == 2 and third.previous_run in previous
+    assert again.previous_run.is_dir()
 
 
 def test_backup_refuses_to_overwrite(tmp_path, no_user_file, monkeypatch):
