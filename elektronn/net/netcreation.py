@@ -108,12 +108,9 @@ def createNet(config, input_size, n_ch, n_lab, dimension_calc, *, seed=None):
           ``addRecurrentLayer``), ``MLP_layers=[]`` (output counts of the MLP layers);
         * ``target='nll'``, ``class_weights=None``, ``use_example_weights=False``,
           ``lazy_labels=False``, ``label_prop_thresh=None``;
-        * ``SGD_params={'LR': 0.001, 'momentum': 0.9}``,
-          ``CG_params={'n_steps': 4, 'alpha': 0.35, 'beta': 0.75, 'max_step': 0.02,
-          'min_step': 8e-5}``, ``RPROP_params={'penalty': 0.35, 'gain': 0.2, 'beta': 0.7,
-          'initial_update_size': 1e-4}``, ``LBFGS_params={'maxfun': 40, 'maxiter': 4, 'm': 10,
-          'factr': 1e2, 'pgtol': 1e-9, 'iprint': -1}``, ``Adam_params={'LR': 0.001,
-          'beta1': 0.9, 'beta2': 0.999, 'epsilon': 1e-8}``, ``weight_decay=False``;
+        * ``SGD_params``, ``CG_params``, ``RPROP_params``, ``LBFGS_params``,
+          ``Adam_params`` (the training configuration's optimiser defaults,
+          :data:`elektronn.defaults.CONFIG_OPTIMIZER_DEFAULTS`), ``weight_decay=False``;
         * ``param_file=None``: a parameter file to initialise the net from (adaptive
           ``loadParameters``).
 
