@@ -8,6 +8,9 @@ has as many inputs as the ufunc; otherwise it loops over the elements in Python
 * :func:`split_variadic_add_mul`: ``add(a, b, c)`` / ``mul(a, b, c)`` become chains of binary
   ones (PyTensor's canonical form collects sums and products into one variadic node);
 * :func:`cast_with_numpy`: a cast calls the numpy scalar type, ``np.float32(x)``;
+* :func:`sum_all_float64`: a float64 sum of float64 sums of whole arrays (the optimisers'
+  guard against non-finite loss and gradients) becomes one :class:`SumAll` node instead of two
+  nodes per array;
 * :func:`lean_elemwise`: single-output nodes become :class:`NumpyElemwise`, whose ``perform``
   is just the ufunc call (8 us -> 2 us per node: most nodes of a small net's training step are
   elementwise).
@@ -23,20 +26,22 @@ node through its ``perform``), instead of PyTensor's virtual machine calling a t
 import time
 
 import numpy as np
+from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
 from pytensor.link.basic import JITLinker
 from pytensor.link.c.op import COp
 from pytensor.scalar import Add, Cast, Mul
-from pytensor.graph.basic import Constant
 from pytensor.tensor.elemwise import CAReduce, DimShuffle, Elemwise
+from pytensor.tensor.math import Sum
 from pytensor.tensor.shape import SpecifyShape
+from pytensor.tensor.type import scalar
 from pytensor.tensor.type_other import NoneTypeT
 
 from elektronn.ops.fusion import fuse_conv_bias, fuse_conv_relu
 
-__all__ = ["NumpyElemwise", "NumpyLinker", "split_variadic_add_mul", "cast_with_numpy",
-           "lean_elemwise", "REWRITES"]
+__all__ = ["NumpyElemwise", "NumpyLinker", "SumAll", "split_variadic_add_mul", "cast_with_numpy",
+           "sum_all_float64", "lean_elemwise", "REWRITES"]
 
 
 class NumpyElemwise(Elemwise):
@@ -53,6 +58,51 @@ class NumpyElemwise(Elemwise):
         with np.errstate(all="ignore"):
             result = self.nfunc(*inputs)
         output_storage[0][0] = np.asarray(result, dtype=node.outputs[0].dtype)
+
+
+class SumAll(Op):
+    """The float64 sum of every element of every input (``0-d float64``).
+
+    Each input is summed in float64 by one ``add.reduce``, then the sums are added in order.
+    """
+
+    __props__ = ()
+
+    def make_node(self, *arrays):
+        return Apply(self, list(arrays), [scalar(dtype="float64")])
+
+    def perform(self, node, inputs, output_storage):
+        total = 0.0
+        for a in inputs:
+            total += np.add.reduce(a, axis=None, dtype=np.float64)
+        output_storage[0][0] = np.asarray(total, dtype=np.float64)
+
+
+def _float64_terms(var):
+    """The arrays whose float64 sums add up to the 0-d float64 ``var`` (flattening ``add``s)."""
+    node = var.owner
+    if node is not None and isinstance(node.op, Elemwise) and var.ndim == 0:
+        if isinstance(node.op.scalar_op, Add) and var.dtype == "float64":
+            return [a for term in node.inputs for a in _float64_terms(term)]
+        if isinstance(node.op.scalar_op, Cast) and node.inputs[0].ndim == 0:
+            return [node.inputs[0]]
+    if node is not None and isinstance(node.op, Sum) and node.op.axis in (None, tuple(
+            range(node.inputs[0].ndim))) and node.op.acc_dtype in (None, "float64"):
+        return [node.inputs[0]]
+    return [var]
+
+
+@node_rewriter([Elemwise])
+def sum_all_float64(fgraph, node):
+    """A 0-d float64 ``add`` of whole-array float64 sums (and casts) -> :class:`SumAll`."""
+    out = node.outputs[0]
+    if (not isinstance(node.op.scalar_op, Add) or out.dtype != "float64" or out.ndim != 0
+            or any(v.ndim != 0 or v.dtype != "float64" for v in node.inputs)):
+        return None
+    terms = _float64_terms(out)
+    if sum(t.ndim > 0 for t in terms) < 2:
+        return None
+    return [SumAll()(*terms)]
 
 
 @node_rewriter([Elemwise])
@@ -87,6 +137,7 @@ def lean_elemwise(fgraph, node):
 
 
 REWRITES = (
+    (dfs_rewriter(sum_all_float64), 49.45),
     (dfs_rewriter(split_variadic_add_mul), 49.5),
     (dfs_rewriter(cast_with_numpy), 49.55),
     (dfs_rewriter(fuse_conv_bias), 49.6),

@@ -106,3 +106,22 @@ def test_linker_runs_ops_with_their_own_thunks_repeatedly():
     for _ in range(2):
         np.testing.assert_allclose(f(value), value * 2)
     np.testing.assert_array_equal(w.get_value(), np.eye(3) * 2)
+
+
+def test_float64_sums_of_arrays_become_one_node():
+    """The optimisers' finiteness guard: a float64 sum of whole-array sums is one SumAll."""
+    from elektronn.net.optimizer import all_finite
+    from elektronn.ops.numpy_mode import SumAll
+
+    loss = pt.scalar("loss", dtype="float32")
+    a, b = pt.matrix("a", dtype="float32"), pt.tensor3("b", dtype="float32")
+    f = pytensor.function([loss, a, b], all_finite(loss, [a, b]),
+                          mode=backend.get_mode("numpy"))
+    assert sum(isinstance(n.op, SumAll) for n in f.maker.fgraph.apply_nodes) == 1
+    ok = [np.float32(1.5), np.ones((2, 3), np.float32), np.full((2, 2, 2), 3e38, np.float32)]
+    assert f(*ok)  # float64 sums do not overflow
+    for i, bad in [(0, np.float32(np.nan)), (1, np.array([[np.inf, -np.inf, 0]] * 2, np.float32)),
+                   (2, np.full((2, 2, 2), np.inf, np.float32))]:
+        values = list(ok)
+        values[i] = bad
+        assert not f(*values)
