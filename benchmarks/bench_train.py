@@ -8,11 +8,14 @@ cross-entropy, backward and ``SGD.step`` in eager mode::
     python benchmarks/bench_train.py [--quick] [--repeats N] [--json PATH]
 
 Times are medians of ``--repeats`` steps after two warm-up steps, elektronn's and PyTorch's
-calls interleaved.  GFLOP/s counts three forward passes per step (FLOPs from the layer shapes)
+calls interleaved.  The MNIST step is also timed with each library alone in a fresh process
+(``alone`` in its row: interleaved in one process, the two libraries' thread pools slow each
+other down on small steps).  GFLOP/s counts three forward passes per step (FLOPs from the layer shapes)
 and is compared with a float32 matmul measured in the same run.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -55,6 +58,27 @@ def mnist_case(batch, torch, seed=0):
     return fns, 3 * _nets.mnist_forward_flop(batch), {"input": [1, 28, 28]}
 
 
+def alone_worker(who, batch, repeats):
+    """In a fresh process: the median ms of ``repeats`` MNIST steps of one library."""
+    torch = _common.import_torch() if who == "torch" else None
+    fns, _, _ = mnist_case(batch, torch)
+    (ms,) = _common.median_ms(fns[-1:], repeats)
+    return {"who": who, "ms": ms}
+
+
+def run_alone(batch, repeats):
+    """MNIST step times of elektronn and PyTorch, each in its own fresh process."""
+    out = {}
+    for who in ("elektronn", "torch"):
+        args = [Path(__file__).resolve(), "--worker", json.dumps([who, batch, repeats])]
+        rec = _common.run_worker(args, _common.compile_env())
+        if rec["status"] != "ok":
+            raise RuntimeError(f"bench_train worker failed: {rec}")
+        out[f"{who}_ms"] = rec["ms"]
+    out["ratio"] = out["torch_ms"] / out["elektronn_ms"]
+    return out
+
+
 def run_workload(name, spec, repeats, torch, peak):
     """Time one workload; return its row."""
     patch, batch = spec
@@ -91,12 +115,16 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=None, help="timed steps (default 10, quick 2)")
     p.add_argument("--json", default="bench_results/bench_train.json", help="output JSON path")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     """Run the benchmark, print the table and write the JSON; return the result dict."""
     args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(alone_worker(*json.loads(args.worker))))
+        return {}
     repeats = args.repeats or (2 if args.quick else 10)
     torch = None if args.no_torch else _common.import_torch()
     info = _common.machine_info(torch)
@@ -104,6 +132,9 @@ def main(argv=None):
     mm_ms, peak = _common.matmul_peak(n, repeats)
     workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
     rows = [run_workload(name, spec, repeats, torch, peak) for name, spec in workloads.items()]
+    if torch is not None:
+        mnist = next(r for r in rows if r["workload"] == "mnist")
+        mnist["alone"] = run_alone(mnist["batch"], max(repeats, 20))
     info["loadavg_end"] = _common.loadavg()
     result = {
         "machine": info,
@@ -115,6 +146,11 @@ def main(argv=None):
           f"load {info['loadavg']}, medians of {repeats}")
     print(f"float32 matmul {n}^3: {mm_ms:.1f} ms, {peak:.1f} GFLOP/s (peak)")
     print(format_table(rows))
+    for r in rows:
+        if "alone" in r:
+            a = r["alone"]
+            print(f"{r['workload']} alone, each library in a fresh process: elektronn "
+                  f"{a['elektronn_ms']:.1f} ms, torch {a['torch_ms']:.1f} ms, ratio {a['ratio']:.2f}")
     print("ratio = torch ms / elektronn ms (> 1: elektronn faster); % peak: elektronn")
     _common.write_json(result, args.json)
     return result
