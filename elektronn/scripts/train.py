@@ -21,7 +21,9 @@ import argparse
 import logging
 import logging.handlers
 import os
+import signal
 import sys
+import threading
 
 __all__ = ["main", "build_parser", "EXIT_DONE", "EXIT_DIVERGED", "EXIT_BAD_INPUT",
            "EXIT_INTERRUPTED"]
@@ -163,6 +165,9 @@ def main(argv=None):
             logger.warning("Interrupted before the training started")
         return EXIT_INTERRUPTED
     finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # the program ends: a late Ctrl-C must not turn a saved, clean end into a crash
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         for h in handlers:
             logger.removeHandler(h)
             h.close()

@@ -323,7 +323,7 @@ def test_resumed_run_gives_the_history_of_an_uninterrupted_one(tmp_path, cubes):
     and the patches are warped (random state): each would differ if it were not restored.
     With a seed, the run from scratch without a stop gives the same history too.
     """
-    extra = dict(warp_on=True, monitor_batch_size=100, param_save_h=0.0002, seed=1,
+    extra = dict(warp_on=True, monitor_batch_size=100, param_save_h=0.00005, seed=1,
                  LR_schedule=[(25, 0.02), (55, 0.005), (65, 0.002)])
     base, a, b, c = (tmp_path / name for name in ("base", "a", "b", "c"))
     config = tiny_config(tmp_path, cubes, save=base, **extra)
