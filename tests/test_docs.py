@@ -102,12 +102,11 @@ def test_every_page_is_checked():
 def isolated(tmp_path, monkeypatch):
     """Run in ``tmp_path``; restore the backend mode, logging and matplotlib afterwards."""
     monkeypatch.chdir(tmp_path)
-    mode = backend.mode_name()
-    backend.set_mode("numpy")  # the pages describe the default mode
+    # the pages describe the default mode; a page's own set_mode ends with the test
+    monkeypatch.setattr(backend, "_mode_name", "numpy")
     root, lib = logging.getLogger(), logging.getLogger("elektronn")
     saved = (list(root.handlers), root.level, lib.level)
     yield tmp_path
-    backend.set_mode(mode)
     root.handlers[:], root.level, lib.level = saved[0], saved[1], saved[2]
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")

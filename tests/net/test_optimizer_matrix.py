@@ -109,13 +109,11 @@ NETS = {
 
 @pytest.fixture(params=["numpy", pytest.param("jax", marks=[pytest.mark.slow, pytest.mark.jax])])
 def compile_mode(request):
-    """Compile the nets of a test in the given mode (restoring the previous mode after)."""
+    """Build (and so compile) the nets of a test in the given mode."""
     if request.param == "jax":
         pytest.importorskip("jax")
-    previous = backend.mode_name()
-    backend.set_mode(request.param)
-    yield request.param
-    backend.set_mode(previous)
+    with backend.mode(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
