@@ -1,4 +1,6 @@
-"""pytest setup for the whole repository: the tests in ``tests/`` and the doctests of ``elektronn/``.
+"""pytest setup for the whole repository.
+
+The tests in ``tests/`` and the doctests of ``elektronn/``.
 
 ``pyproject.toml`` runs pytest with ``--doctest-modules`` over both, so every example in a
 docstring runs.  The JAX implementations (``elektronn/ops/jax_dispatch.py``) import JAX, an

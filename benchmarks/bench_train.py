@@ -10,7 +10,8 @@ cross-entropy, backward and ``SGD.step`` in eager mode::
 Times are medians of ``--repeats`` steps after two warm-up steps, elektronn's and PyTorch's
 calls interleaved.  The MNIST step is also timed with each library alone in a fresh process
 (``alone`` in its row: interleaved in one process, the two libraries' thread pools slow each
-other down on small steps).  GFLOP/s counts three forward passes per step (FLOPs from the layer shapes)
+other down on small steps).
+GFLOP/s counts three forward passes per step (FLOPs from the layer shapes)
 and is compared with a float32 matmul measured in the same run.
 """
 
@@ -150,7 +151,8 @@ def main(argv=None):
         if "alone" in r:
             a = r["alone"]
             print(f"{r['workload']} alone, each library in a fresh process: elektronn "
-                  f"{a['elektronn_ms']:.1f} ms, torch {a['torch_ms']:.1f} ms, ratio {a['ratio']:.2f}")
+                  f"{a['elektronn_ms']:.1f} ms, "
+                  f"torch {a['torch_ms']:.1f} ms, ratio {a['ratio']:.2f}")
     print("ratio = torch ms / elektronn ms (> 1: elektronn faster); % peak: elektronn")
     _common.write_json(result, args.json)
     return result

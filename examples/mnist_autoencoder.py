@@ -31,7 +31,9 @@ ENCODER = (300, 200, 50)
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] + " The default 40000 steps take a while on 2 CPU cores; --iterations 500 for a first look.",
+        description=__doc__.splitlines()[0]
+        + " The default 40000 steps take a while on 2 CPU cores; "
+        "--iterations 500 for a first look.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--iterations", type=int, default=40000,
                         help="training steps of the auto-encoder")
@@ -46,8 +48,10 @@ def parse_args(argv):
                         help="steps between two progress lines")
     parser.add_argument("--save", default="AE-pretraining.param",
                         help="parameter file for the encoder")
-    parser.add_argument("--plot", default=None, help="save originals and reconstructions here (a PNG file)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the nets and the batches (None: random)")
+    parser.add_argument("--plot", default=None,
+                        help="save originals and reconstructions here (a PNG file)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the nets and the batches (None: random)")
     return parser.parse_args(argv)
 
 

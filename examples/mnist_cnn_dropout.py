@@ -28,7 +28,9 @@ NO_DROPOUT = [0.0] * len(TRAIN_RATES)
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] + " The default 10000 steps take a while on 2 CPU cores; --iterations 500 for a first look.",
+        description=__doc__.splitlines()[0]
+        + " The default 10000 steps take a while on 2 CPU cores; "
+        "--iterations 500 for a first look.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--iterations", type=int, default=10000, help="training steps")
     parser.add_argument("--data", default=None,
@@ -37,7 +39,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=100, help="examples per step")
     parser.add_argument("--eval-every", type=int, default=100,
                         help="steps between two validations")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the net and the batches (None: random)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the net and the batches (None: random)")
     return parser.parse_args(argv)
 
 

@@ -22,7 +22,9 @@ from elektronn.training.traindata import MNISTData
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] + " The default 100000 steps are ELEKTRONN 1.0's full training: about 2 hours on 2 CPU cores.",
+        description=__doc__.splitlines()[0]
+        + " The default 100000 steps are ELEKTRONN 1.0's full training: "
+        "about 2 hours on 2 CPU cores.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--iterations", type=int, default=100000, help="training steps")
     parser.add_argument("--data", default=None,
@@ -32,7 +34,8 @@ def parse_args(argv):
     parser.add_argument("--eval-every", type=int, default=100,
                         help="steps between two validations")
     parser.add_argument("--warp", action="store_true", help="warp the training batches")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the net and the batches (None: random)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the net and the batches (None: random)")
     return parser.parse_args(argv)
 
 

@@ -1,9 +1,9 @@
 """Importing elektronn has no side effects, and its modules import each other without cycles."""
 
 import ast
-import re
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path

@@ -22,7 +22,6 @@ Ops, not the other way round): graphs built here use PyTensor's configuration as
 from pytensor.compile import optdb as _optdb
 from pytensor.graph.rewriting.basic import GraphRewriter as _GraphRewriter
 
-
 from elektronn.ops.conv import (
     Conv,
     ConvBiasAct,

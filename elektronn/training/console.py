@@ -319,9 +319,9 @@ class Console:
         self.say(f"Loaded! {path}")
 
     def _cmd_sf(self):
-        from elektronn.net.introspection import plotFilters
-
         import matplotlib.pyplot as plt
+
+        from elektronn.net.introspection import plotFilters
 
         trainer = self.trainer
         written = []

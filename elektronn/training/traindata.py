@@ -629,7 +629,8 @@ class MNISTData(Data):
     -----
     Fixed against ELEKTRONN 1.0 (docs/differences.md, T4): validation and test batches are
     never warped (the original warped validation batches when ``warp_on``), and flat batches
-    of a set smaller than ``batch_size`` work. Augmentation draws from :attr:`rng`, not numpy's global
+    of a set smaller than ``batch_size`` work.
+    Augmentation draws from :attr:`rng`, not numpy's global
     generator.
 
     Examples

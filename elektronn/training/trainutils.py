@@ -31,7 +31,8 @@ import numpy as np
 from elektronn.atomicio import atomic_path, atomic_write
 
 __all__ = ["atomic_write", "save_png", "import_variable_from_file", "xyz2zyx", "h5Save",
-           "h5Load", "saveHist", "loadHist", "smooth_nll", "NLL_SMOOTHING_STEPS", "plotInfo", "plotInfoFromFiles", "HIST_NAMES",
+           "h5Load", "saveHist", "loadHist", "smooth_nll", "NLL_SMOOTHING_STEPS", "plotInfo",
+           "plotInfoFromFiles", "HIST_NAMES",
            "pickleSave", "pickleLoad", "previewDiffPlot", "timeit", "get_free_gpu", "initGPU"]
 
 logger = logging.getLogger("elektronn")

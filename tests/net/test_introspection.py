@@ -22,7 +22,6 @@ from elektronn.net.introspection import (
 )
 
 
-
 @pytest.fixture(autouse=True)
 def shows(monkeypatch):
     """Record ``plt.show`` calls instead of showing (never blocks); close figures after."""

@@ -8,7 +8,6 @@ depends on pixels outside its window.
 """
 
 import doctest
-import io
 import logging
 
 import numpy as np

@@ -3,9 +3,9 @@
 import warnings
 
 import numpy as np
-import pytest
 import pytensor
 import pytensor.tensor as pt
+import pytest
 from pytensor.tensor.elemwise import Elemwise
 
 from elektronn import backend

@@ -255,7 +255,10 @@ def test_labels_keep_their_values(rng):
 
 
 def test_labels_outside_become_class_0():
-    """docs/differences.md, T9: label voxels mapped from outside the labelled volume are 0, not ignore."""
+    """Label voxels mapped from outside the labelled volume are 0, not ignore.
+
+    See docs/differences.md, T9.
+    """
     lab = np.full((3, 10, 10), 4, dtype=np.int16)
     img = np.ones((5, 1, 14, 14), dtype=f32)
     out, wlab = warp3dJoint(img, lab, (5, 14, 14), scale=(0.5, 0.5, 1))
