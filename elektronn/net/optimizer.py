@@ -344,7 +344,8 @@ class Optimizer:
 
     def _compile_step(self, updates):
         """Compile the fused, guarded step ``inputs -> [loss, instance, finite]``."""
-        finite = all_finite(self.top_loss, self.gradients)
+        # JAX computes in float32 unless x64 is on (a float64 cast would warn and truncate)
+        finite = all_finite(self.top_loss, self.gradients, float64=self.mode != "jax")
         return self._compile([self.top_loss, self.loss_instance, finite],
                              guard_updates(updates, finite))
 

@@ -235,18 +235,36 @@ def fit_updates(updates):
     return fitted
 
 
-def all_finite(loss, grads):
+def all_finite(loss, grads, float64=True):
     """Return a boolean scalar: the loss and every gradient entry are finite.
 
     NaN and inf survive summation (``inf - inf`` is NaN) and a float64 sum of float32 values
     cannot overflow, so the sum of the loss and of every gradient's float64 sum is finite
     exactly when all of them are: one reduction per gradient instead of four elementwise
-    passes.
+    passes.  Without float64 (JAX runs in float32 unless x64 is enabled, and a float32 sum
+    could overflow), every entry is tested with ``isfinite`` instead; XLA fuses the test into
+    one pass per gradient.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt
+    >>> g = pt.vector("g")
+    >>> check = pytensor.function([g], [all_finite(g[0], [g]),
+    ...                                 all_finite(g[0], [g], float64=False)])
+    >>> [bool(v) for v in check(np.array([3e38, 3e38], "float32"))]
+    [True, True]
+    >>> [bool(v) for v in check(np.array([1.0, np.nan], "float32"))]
+    [False, False]
     """
-    total = pt.cast(loss, "float64")
+    if float64:
+        total = pt.cast(loss, "float64")
+        for grad in grads:
+            total = total + pt.sum(grad, dtype="float64")
+        return pt.isfinite(total)
+    finite = pt.isfinite(loss)
     for grad in grads:
-        total = total + pt.sum(grad, dtype="float64")
-    return pt.isfinite(total)
+        finite = pt.and_(finite, pt.all(pt.isfinite(grad)))
+    return finite
 
 
 def guard_updates(updates, condition):

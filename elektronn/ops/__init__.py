@@ -71,5 +71,15 @@ class _RegisterJax(_GraphRewriter):
         from elektronn.ops import jax_dispatch  # noqa: F401  (registers with jax_funcify)
 
 
+class _Float32Accumulators(_GraphRewriter):
+    """JAX mode only: sums accumulate in their own float32 when JAX has no 64-bit types."""
+
+    def apply(self, fgraph):
+        from elektronn.ops import jax_dispatch
+
+        jax_dispatch.float32_accumulators(fgraph)
+
+
 if "elektronn_jax_funcify" not in _optdb:
     _optdb.register("elektronn_jax_funcify", _RegisterJax(), "jax", position=0)
+    _optdb.register("elektronn_jax_float32_acc", _Float32Accumulators(), "jax", position=100.5)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
+from pytensor.tensor.elemwise import CAReduce
 
 from elektronn.ops.conv import Conv, ConvGradInput, ConvGradWeights
 from elektronn.ops.malis import MalisWeights, malis_weights
@@ -37,7 +38,26 @@ from elektronn.ops.mfp import (
 )
 from elektronn.ops.pool import Pool, PoolGrad
 
-__all__ = ["conv", "conv_grad_input", "conv_grad_weights", "pool", "pool_grad", "mfp", "mfp_grad"]
+__all__ = ["conv", "conv_grad_input", "conv_grad_weights", "pool", "pool_grad", "mfp", "mfp_grad",
+           "float32_accumulators"]
+
+
+def float32_accumulators(fgraph):
+    """Let float32 sums accumulate in float32 when JAX has no 64-bit types (``jax_enable_x64``).
+
+    PyTensor sums float32 arrays with a float64 accumulator.  Without x64 JAX truncates that
+    accumulator to float32 anyway, and warns at every trace ("Explicitly requested dtype
+    float64 ... will be truncated"); asking for float32 computes the same and says nothing.
+    Run by PyTensor's JAX mode through a rewrite registered in :mod:`elektronn.ops`.
+    """
+    if jax.config.jax_enable_x64:
+        return
+    for node in fgraph.toposort():
+        op = node.op
+        if (isinstance(op, CAReduce) and getattr(op, "acc_dtype", None) == "float64"
+                and node.outputs[0].dtype == "float32"):
+            new = op.clone(acc_dtype="float32")(*node.inputs)
+            fgraph.replace_all_validate([(node.outputs[0], new)], reason="float32_accumulators")
 
 
 # --------------------------------------------------------------------------- convolution
