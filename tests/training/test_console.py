@@ -1,10 +1,13 @@
 """The Ctrl-C console of elektronn-train, driven in a real pseudo-terminal."""
 
+import fcntl
 import io
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from elektronn.training import console
 from elektronn.training.config import EXAMPLE_CONFIG_DIR
 
 pexpect = pytest.importorskip("pexpect")
+from pexpect import fdpexpect  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,10 +61,49 @@ def child_env():
     return env
 
 
+# Run in the child before the training: make the pseudo-terminal on stdin the session's
+# controlling terminal (so that its Ctrl-C character sends SIGINT), then become the program.
+_TAKE_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+class Terminal(fdpexpect.fdspawn):
+    """A program on a real pseudo-terminal, driven like ``pexpect.spawn``.
+
+    ``pexpect.spawn`` forks the test process, which has JAX's threads by now (JAX warns that
+    ``os.fork()`` may deadlock); ``subprocess`` starts the child without running Python in a
+    forked copy of this process.
+    """
+
+    def __init__(self, argv, cwd, env, rows=50, cols=200, **kwargs):
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self._intr, self._eof = (termios.tcgetattr(slave)[6][i]
+                                 for i in (termios.VINTR, termios.VEOF))
+        self.proc = subprocess.Popen([sys.executable, "-c", _TAKE_TERMINAL, *argv],
+                                     stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                                     start_new_session=True)
+        os.close(slave)
+        super().__init__(master, **kwargs)
+
+    def sendintr(self):
+        """Type the terminal's interrupt character (Ctrl-C)."""
+        self.send(self._intr.decode())
+
+    def sendeof(self):
+        """Type the terminal's end-of-file character (Ctrl-D)."""
+        self.send(self._eof.decode())
+
+    def close(self, force=True):
+        if force and self.proc.poll() is None:
+            self.proc.kill()
+        self.exitstatus = self.proc.wait()
+        super().close()
+
+
 def spawn(config, tmp_path):
-    child = pexpect.spawn(sys.executable, ["-m", "elektronn.scripts.train", str(config)],
-                          cwd=str(tmp_path), env=child_env(), encoding="utf-8", timeout=240,
-                          dimensions=(50, 200))
+    child = Terminal(["-m", "elektronn.scripts.train", str(config)], cwd=str(tmp_path),
+                     env=child_env(), encoding="utf-8", timeout=240)
     child.logfile_read = io.StringIO()
     return child
 
