@@ -1,6 +1,11 @@
 """The CI skip policy (tests/ci_skips.py) seen from a pytest run of its own."""
 
+import os
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["pytester"]
 
@@ -25,6 +30,9 @@ def test_xfail():
 @pytest.mark.parametrize("ci, failed, skipped", [("true", 2, 1), ("", 0, 3)])
 def test_skips_fail_only_under_ci(pytester, monkeypatch, ci, failed, skipped):
     monkeypatch.setenv("CI", ci)
+    # the run of its own starts in a temporary folder: ``tests`` is importable from the repo
+    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     pytester.makepyfile(TESTS)
     result = pytester.runpytest_subprocess("-p", "tests.ci_skips", "-rs")
     result.assert_outcomes(failed=failed, skipped=skipped, xfailed=1)
