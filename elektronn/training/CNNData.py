@@ -236,6 +236,7 @@ class CNNData:
             if downsample_xy:
                 d, lb = self._downsample(d, lb, int(downsample_xy))
             logger.info("Internal data.shape=%s, label.shape=%s", d.shape, lb.shape)
+            self._check_patch_fits(d, f"{d_file} (dataset {d_entry[1]!r})")
             data.append(d)
             label.append(lb)
             info.append(i)
@@ -319,6 +320,17 @@ class CNNData:
         self._training_count = len(self.train_d)
         self._valid_count = len(self.valid_d)
         logger.info("%r", self)
+
+    def _check_patch_fits(self, d, source):
+        """Raise DataError if an img-img cube ``(z, ch, x, y)`` is smaller than the patch."""
+        if self.mode != "img-img":
+            return
+        ps = tuple(int(p) for p in self.patch_size)
+        spatial = ((d.shape[0],) + tuple(d.shape[2:]))[-len(ps):]
+        if any(s < p for s, p in zip(spatial, ps, strict=True)):
+            raise DataError(f"{source}: the image {spatial} is smaller than the net's input "
+                            f"patch {ps} (both {'(z, x, y)' if len(ps) == 3 else '(x, y)'}); "
+                            "use larger cubes or a smaller desired_input")
 
     def _check_label_values(self, lb, source):
         """Class labels must be below ``n_lab`` (negative ones mean 'ignore')."""

@@ -177,6 +177,13 @@ def broken_copy(cubes, tmp_path, what):
             else:
                 arr = np.ascontiguousarray(np.transpose(arr, (2, 0, 1)))  # saved as (z, x, y)
             f[key] = arr
+    elif what == "small":
+        for name, key in (("raw_1.h5", "raw"), ("barrier_int16_1.h5", "lab")):
+            with h5py.File(folder / name, "r+") as f:
+                arr = f[key][:20]  # x: 20 voxels, the net's patch needs 23
+                del f[key]
+                f[key] = arr
+        path = folder / "raw_1.h5"
     elif what == "dataset_name":
         path = folder / "barrier_int16_1.h5"
         with h5py.File(path, "r+") as f:
@@ -190,6 +197,7 @@ def broken_copy(cubes, tmp_path, what):
     ("label_range", "holds the label 2, but n_lab=2"),
     ("nan", "holds 2 non-finite values (NaN or inf)"),
     ("transposed", "the labels (48, 16, 48) are larger than the image (16, 48, 48)"),
+    ("small", "the image (16, 20, 48) is smaller than the net's input patch (5, 23, 23)"),
 ])
 def test_bad_data_is_named_before_anything_is_deleted(tmp_path, cubes, what, message):
     folder, bad = broken_copy(cubes, tmp_path, what)
