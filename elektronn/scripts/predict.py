@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from elektronn.utils import console_logging
+
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("elektronn")
@@ -187,55 +189,48 @@ def main(argv=None):
     import contextlib
 
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)  # the progress bar tells the rest
-    try:
-        with contextlib.ExitStack() as stack:
-            try:
-                config, params, source, target = _net_files(args)
-                from elektronn.net.volume import (
-                    open_volume,
-                    predict_volume,
-                    refuse_hdf5_for_cluster,
-                )
-                from elektronn.training.predictor import create_predncnn
+    # warnings and errors only: the progress bar tells the rest
+    with console_logging(logging.WARNING, fmt="%(asctime)s %(levelname)s %(message)s"), \
+            contextlib.ExitStack() as stack:
+        try:
+            config, params, source, target = _net_files(args)
+            from elektronn.net.volume import (
+                open_volume,
+                predict_volume,
+                refuse_hdf5_for_cluster,
+            )
+            from elektronn.training.predictor import create_predncnn
 
-                if args.workers is not None or args.scheduler is not None:
-                    refuse_hdf5_for_cluster(target)
+            if args.workers is not None or args.scheduler is not None:
+                refuse_hdf5_for_cluster(target)
 
-                raw = open_volume(source)
-                if hasattr(raw, "file"):
-                    stack.callback(raw.file.close)
-                raw = _channel_view(raw, config, args, source)
-                if _target_exists(target) and not (args.resume or args.overwrite):
-                    raise UsageError(f"{target} exists: pass --resume to continue it or "
-                                     "--overwrite to replace it")
-                cnn = create_predncnn(config, n_ch=int(raw.shape[0]),
-                                      n_lab=_n_lab(params),
-                                      override_MFP_to_active=args.mfp, param_file=params)
-                client = _client(args, stack)
-            except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
-                logger.error("%s", err)
-                return 2
-            try:
-                info = predict_volume(cnn, raw, target, block_shape=args.block, client=client,
-                                      resume=True, overwrite=args.overwrite,
-                                      as_uint8=args.uint8, pad_raw=args.pad_raw,
-                                      show_progress=not args.quiet,
-                                      threads_per_worker=args.threads)
-            except (FileNotFoundError, ValueError, ImportError) as err:
-                logger.error("%s", err)
-                return 2
-        print(f"{target}: {info['computed']} of {info['blocks']} blocks computed "
-              f"({info['skipped']} done before) in {info['seconds']:.1f} s, "
-              f"{info['voxels_per_s'] / 1e6:.3f} MVox/s", file=sys.stderr)
-        return 0
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+            raw = open_volume(source)
+            if hasattr(raw, "file"):
+                stack.callback(raw.file.close)
+            raw = _channel_view(raw, config, args, source)
+            if _target_exists(target) and not (args.resume or args.overwrite):
+                raise UsageError(f"{target} exists: pass --resume to continue it or "
+                                 "--overwrite to replace it")
+            cnn = create_predncnn(config, n_ch=int(raw.shape[0]),
+                                  n_lab=_n_lab(params),
+                                  override_MFP_to_active=args.mfp, param_file=params)
+            client = _client(args, stack)
+        except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
+            logger.error("%s", err)
+            return 2
+        try:
+            info = predict_volume(cnn, raw, target, block_shape=args.block, client=client,
+                                  resume=True, overwrite=args.overwrite,
+                                  as_uint8=args.uint8, pad_raw=args.pad_raw,
+                                  show_progress=not args.quiet,
+                                  threads_per_worker=args.threads)
+        except (FileNotFoundError, ValueError, ImportError) as err:
+            logger.error("%s", err)
+            return 2
+    print(f"{target}: {info['computed']} of {info['blocks']} blocks computed "
+          f"({info['skipped']} done before) in {info['seconds']:.1f} s, "
+          f"{info['voxels_per_s'] / 1e6:.3f} MVox/s", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
