@@ -7,6 +7,7 @@ folder into ``sys.path`` first, so that they also work when loaded from a file p
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -155,3 +156,23 @@ def run_worker(args, env=None, timeout=600):
     if proc.returncode != 0 or not lines:
         return dict(record, status="error", returncode=proc.returncode, stderr=proc.stderr[-2000:])
     return dict(record, status="ok", **json.loads(lines[-1]))
+
+
+def peak_rss_reset():
+    """Reset the kernel's peak-RSS mark; return True if that worked (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_kib(field):
+    """``VmRSS``/``VmHWM`` of this process in KiB from /proc, else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

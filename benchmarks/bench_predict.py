@@ -53,26 +53,6 @@ def scaled(volume, scale):
     return (volume[0], *(int(round(s * f)) for s in volume[1:]))
 
 
-def _peak_rss_reset():
-    """Reset the kernel's peak-RSS mark; return True if that worked (Linux)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_kib(field):
-    """``VmRSS``/``VmHWM`` of this process in KiB from /proc, else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def worker(patch, volume):
     """In a fresh process: compile, warm up, predict ``volume`` once; return the record."""
     t0 = time.perf_counter()
@@ -81,8 +61,8 @@ def worker(patch, volume):
     cnn.predictDense(warm, show_progress=False)
     compile_s = time.perf_counter() - t0
     raw = np.random.default_rng(0).random(volume, dtype=np.float32)
-    exact = _peak_rss_reset()
-    rss0 = _rss_kib("VmRSS")
+    exact = _common.peak_rss_reset()
+    rss0 = _common.rss_kib("VmRSS")
     maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -91,7 +71,7 @@ def worker(patch, volume):
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     if exact:
-        growth = _rss_kib("VmHWM") - rss0
+        growth = _common.rss_kib("VmHWM") - rss0
     else:  # an upper bound when the mark was set before (e.g. by the compilation)
         growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - min(rss0, maxrss0)
     return {

@@ -31,7 +31,6 @@ in the same run.
 import argparse
 import json
 import logging
-import resource
 import shutil
 import sys
 import tempfile
@@ -179,24 +178,6 @@ def run_workers(cnn, tmp, volume, repeats):
 
 
 # --- memory (fresh processes) -------------------------------------------------------------------
-def _peak_rss_reset():
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_kib(field):
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def memory_worker(patch, volume, block):
     """In a fresh process: write the volume to zarr, predict it blockwise once; the peaks."""
     from elektronn.net.volume import predict_volume
@@ -207,8 +188,8 @@ def memory_worker(patch, volume, block):
         write_volume(tmp / "raw.zarr", volume)
         predict_volume(cnn, str(tmp / "raw.zarr"), str(tmp / "warm.zarr"), block_shape=block,
                        show_progress=False)  # first blocks: allocator pools, zarr codecs
-        exact = _peak_rss_reset()
-        rss0 = _rss_kib("VmRSS")
+        exact = _common.peak_rss_reset()
+        rss0 = _common.rss_kib("VmRSS")
         tracemalloc.start()
         t0 = time.perf_counter()
         info = predict_volume(cnn, str(tmp / "raw.zarr"), str(tmp / "out.zarr"),
@@ -216,7 +197,7 @@ def memory_worker(patch, volume, block):
         seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        growth = (_rss_kib("VmHWM") - rss0) if exact else float("nan")
+        growth = (_common.rss_kib("VmHWM") - rss0) if exact else float("nan")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out_mb = info["shape"][0] * int(np.prod(info["shape"][1:])) * 4 / MB
