@@ -93,6 +93,19 @@ def c_kernels(request, monkeypatch):
     return lib
 
 
+@pytest.fixture
+def force_batch_layout(monkeypatch):
+    """A function ``force(merged)`` that makes the C convolution kernels lay the examples side by
+    side in one plane (``merged=True``) or one plane each, whatever the shapes; the plans made
+    meanwhile are forgotten after the test."""
+    def force(merged):
+        monkeypatch.setattr(_kernels, "_merged", lambda *args, **kwargs: merged)
+        _kernels._clear_plans()
+
+    yield force
+    _kernels._clear_plans()
+
+
 def assert_numpy_fallback_matches(f, x, monkeypatch):
     """``f(x)`` gives the same arrays after the C library is made unavailable."""
     fast = f(x)

@@ -93,16 +93,31 @@ static long out_index(const geom *g, long gp, long *ex, long *left)
 }
 
 /* y[i] = t[i] + b for i < cnt, then max(y[i], 0) when relu (NaN stays NaN, as in numpy's
- * t * (t > 0)); plain loops, which the compiler vectorises. */
+ * t * (t > 0)).  Rows of at least one vector are stored in whole vectors, the last one moved
+ * back to end at cnt (it rewrites a few values with the same results); shorter ones by scalar
+ * code. */
+typedef int vi __attribute__((vector_size(VW * 4)));
+
+static inline vf bias_relu(vf v, vf b, int relu)
+{
+    v += b;
+    return relu ? (vf)((vi)v & ~(vi)(v < (vf){0})) : v;  /* NaN < 0 is false: NaN stays */
+}
+
 static inline void store_row(float *y, const float *t, long cnt, float b, int relu)
 {
-    if (relu)
+    if (cnt < VW) {
         for (long i = 0; i < cnt; i++) {
             const float v = t[i] + b;
-            y[i] = v < 0.0f ? 0.0f : v;
+            y[i] = relu && v < 0.0f ? 0.0f : v;
         }
-    else
-        for (long i = 0; i < cnt; i++) y[i] = t[i] + b;
+        return;
+    }
+    const vf bv = (vf){0} + b;
+    for (long i = 0; i < cnt; i += VW) {
+        const long j = i + VW <= cnt ? i : cnt - VW;
+        storeu(y + j, bias_relu(loadu(t + j), bv, relu));
+    }
 }
 
 /* Store the results of grid positions [g0, g0 + len) for output channels o0 .. o0 + no - 1
@@ -133,7 +148,7 @@ static void scatter(const geom *g, const float *tmp, int ldt, int no, float *y, 
  * odims, behind lead zeros: buf holds bs * c rows of lead + P floats, stride floats apart, or
  * with the examples side by side when merged, c rows of lead + bs * P.  The padding of rows
  * to stride is left alone.  One pass over buf, the (example, channel) planes in parallel. */
-void embed(const float *g, float *buf, int bs, int c, int merged, long lead, long stride,
+static void embed(const float *g, float *buf, int bs, int c, int merged, long lead, long stride,
            int nd, const long *dims, const long *odims)
 {
     const geom gm = make_geom(nd, dims, odims);
@@ -205,7 +220,7 @@ static int may_be_nonzero(long s, long len, long lead, long P, long band)
  * Each stored value gets bias[o] added (bias: oc floats, or NULL for none) and is then clamped
  * at 0 when relu is set.
  * wpack: scratch of (oc + OBW) * ic * nk floats. */
-void corr_fwd(const float *x, const float *w, const float *bias, int relu, float *y, float *wpack,
+static void corr_fwd(const float *x, const float *w, const float *bias, int relu, float *y, float *wpack,
               int bs, int ic, int oc, long xs, int nk, const long *offs, long n, int nd,
               const long *dims, const long *odims, long lead, long band)
 {
@@ -342,7 +357,7 @@ gradw_block(const int ov, const int nq, int nreal, const float *const *xq, const
 }
 
 /* Floats of scratch corr_gradw needs for K = ic * nk (channel, tap) pairs (see acc there). */
-long corr_gradw_scratch(long K, int ocp)
+static long corr_gradw_scratch(long K, int ocp)
 {
     return GRADW_SEGMENTS * (K * ocp + GRADW_CHUNK_BYTES / 4);
 }
@@ -356,7 +371,7 @@ long corr_gradw_scratch(long K, int ocp)
  * parallel; each sums its positions in order into its own (c * nk + k, o) array, and the
  * segments are added in order at the end: the result does not depend on the number of
  * threads. */
-void corr_gradw(const float *x, const float *g, float *gw, float *acc, int bs, int ic, int oc,
+static void corr_gradw(const float *x, const float *g, float *gw, float *acc, int bs, int ic, int oc,
                 int ocp, int nd, const long *dims, const long *odims, int nk, const long *offs)
 {
     const geom gm = make_geom(nd, dims, odims);
@@ -475,7 +490,7 @@ gradw_pos_block(const int no, const int nq, const float *x, const float *ge, flo
         }
 }
 
-void corr_gradw_pos(const float *x, const float *ge, float *gw, int bs, int ic, int oc, long P,
+static void corr_gradw_pos(const float *x, const float *ge, float *gw, int bs, int ic, int oc, long P,
                     int nk, const long *offs)
 {
     const long K = (long)ic * nk, n = P - offs[nk - 1];
@@ -500,4 +515,93 @@ void corr_gradw_pos(const float *x, const float *ge, float *gw, int bs, int ic, 
         }
 #undef GRADW_POS_CASE
     }
+}
+
+/* The entry point: one call per convolution, its geometry read from a plan.
+ *
+ * A plan is an array of C longs that elektronn/ops/_kernels.py builds once per combination of
+ * shapes: PLAN_HEAD values (below), then the nk tap offsets on the flattened input grid, the
+ * nd input dims and the nd output dims.  Everything else (plane sizes, computed positions,
+ * scratch) follows from it here, so a call passes the plan and four arrays:
+ *   CORR          a = x (bs, ic, *dims), b = w (oc, ic, nk), bias (oc floats or NULL) ->
+ *                 out = y (bs, oc, *odims); merged: the examples side by side in one plane
+ *   GRAD_INPUT    a = g (bs, ic, *odims), b = w (ic, oc, nk) -> out = gx (bs, oc, *dims),
+ *                 the full correlation of g with the filters, computed on g embedded in the
+ *                 input grid behind a zero lead-in (see embed); merged: the embedded examples
+ *                 side by side
+ *   GRAD_WEIGHTS, GRAD_WEIGHTS_POS
+ *                 a = x (bs, ic, *dims), b = g (bs, oc, *odims) -> out = gw (oc, ic, nk), with
+ *                 the output channels (corr_gradw) or the positions (corr_gradw_pos) in the
+ *                 vector lanes
+ * The scratch memory is allocated here; 0 is returned, or -1 when it could not be (out is then
+ * left unset). */
+enum { PLAN_KIND, PLAN_BS, PLAN_IC, PLAN_OC, PLAN_NK, PLAN_ND, PLAN_MERGED, PLAN_RELU, PLAN_HEAD };
+enum { CORR, GRAD_INPUT, GRAD_WEIGHTS, GRAD_WEIGHTS_POS };
+
+int conv_plan_head(void) { return PLAN_HEAD; }
+
+int conv(const long *plan, const float *a, const float *b, const float *bias, float *out)
+{
+    const long kind = plan[PLAN_KIND], bs = plan[PLAN_BS], ic = plan[PLAN_IC];
+    const long oc = plan[PLAN_OC], merged = plan[PLAN_MERGED];
+    const int nk = (int)plan[PLAN_NK], nd = (int)plan[PLAN_ND], relu = (int)plan[PLAN_RELU];
+    const long *offs = plan + PLAN_HEAD, *dims = offs + nk, *odims = dims + nd;
+    const long last = offs[nk - 1];
+    long P = 1;
+    for (int d = 0; d < nd; d++) P *= dims[d];
+    float *s1 = NULL, *s2 = NULL, *wpack = NULL;
+    int ok = 1;
+    switch (kind) {
+    case CORR:
+        ok = (wpack = malloc(sizeof(float) * (size_t)((oc + OBW) * ic * nk))) != NULL;
+        if (ok && merged) {  /* (bs, ic, P) -> (ic, bs * P) */
+            ok = (s1 = malloc(sizeof(float) * (size_t)(ic * bs * P))) != NULL;
+            for (long e = 0; ok && e < bs * ic; e++)
+                memcpy(s1 + (e % ic * bs + e / ic) * P, a + e * P, sizeof(float) * (size_t)P);
+        }
+        if (ok)
+            corr_fwd(merged ? s1 : a, b, bias, relu, out, wpack, merged ? 1 : (int)bs, (int)ic,
+                     (int)oc, merged ? bs * P : P, nk, offs, (merged ? bs * P : P) - last, nd,
+                     dims, odims, 0, P);
+        break;
+    case GRAD_INPUT: {
+        /* g behind last zeros: every input position p reads g at p - k for the taps k */
+        const long stride = last + (merged ? bs * P : P), one[1] = {P};
+        s1 = malloc(sizeof(float) * (size_t)((merged ? 1 : bs) * ic * stride));
+        s2 = malloc(sizeof(float) * (size_t)(ic * oc * nk));  /* w as (oc, ic, nk) */
+        wpack = malloc(sizeof(float) * (size_t)((oc + OBW) * ic * nk));
+        if ((ok = s1 && s2 && wpack)) {
+            embed(a, s1, (int)bs, (int)ic, (int)merged, last, stride, nd, dims, odims);
+            for (long o = 0; o < ic; o++)
+                for (long c = 0; c < oc; c++)
+                    memcpy(s2 + (c * ic + o) * nk, b + (o * oc + c) * nk,
+                           sizeof(float) * (size_t)nk);
+            /* every position is an output: a one-axis grid; g is zero past its first output
+             * slices */
+            corr_fwd(s1, s2, NULL, 0, out, wpack, merged ? 1 : (int)bs, (int)ic, (int)oc, stride,
+                     nk, offs, (merged ? bs : 1) * P, 1, one, one, last,
+                     odims[0] * (P / dims[0]));
+        }
+        break;
+    }
+    case GRAD_WEIGHTS: {
+        const int ocp = (int)((oc + 15) / 16 * 16);
+        const size_t bytes = sizeof(float) * (size_t)corr_gradw_scratch(ic * nk, ocp);
+        if ((ok = posix_memalign((void **)&s1, 64, bytes) == 0))
+            corr_gradw(a, b, out, s1, (int)bs, (int)ic, (int)oc, ocp, nd, dims, odims, nk, offs);
+        break;
+    }
+    case GRAD_WEIGHTS_POS:
+        if ((ok = (s1 = malloc(sizeof(float) * (size_t)(bs * oc * P))) != NULL)) {
+            embed(b, s1, (int)bs, (int)oc, 0, 0, P, nd, dims, odims);
+            corr_gradw_pos(a, s1, out, (int)bs, (int)ic, (int)oc, P, nk, offs);
+        }
+        break;
+    default:
+        ok = 0;
+    }
+    free(s1);
+    free(s2);
+    free(wpack);
+    return ok ? 0 : -1;
 }

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -78,28 +79,14 @@ def _build(cc, target=_NATIVE):
                 os.unlink(tmp)
     # OMP_WAIT_POLICY (read by libgomp as it loads here) is set by elektronn.backend.configure.
     lib = ctypes.CDLL(str(target))
-    arrays, sizes = [ctypes.c_void_p] * 4, [ctypes.c_int] * 3
-    taps = [ctypes.c_void_p, ctypes.c_long]  # offsets, computed positions
-    grid = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]  # ndim, dims, odims
-    bias_relu = [ctypes.c_void_p, ctypes.c_int]  # after x, w; before y, wpack
-    lib.corr_fwd.argtypes = arrays[:2] + bias_relu + arrays[2:] + sizes
-    lib.corr_fwd.argtypes += [ctypes.c_long, ctypes.c_int] + taps + grid
-    lib.corr_fwd.argtypes += [ctypes.c_long] * 2  # lead, band
-    lib.corr_gradw.argtypes = arrays + sizes + [ctypes.c_int] + grid + [ctypes.c_int]
-    lib.corr_gradw.argtypes += taps[:1]
-    lib.embed.argtypes = [ctypes.c_void_p] * 2 + sizes + [ctypes.c_long] * 2 + grid
-    lib.corr_fwd.restype = lib.corr_gradw.restype = None
-    lib.corr_gradw_pos.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3 + [ctypes.c_long]
-    lib.corr_gradw_pos.argtypes += [ctypes.c_int, ctypes.c_void_p]
-    lib.corr_gradw_pos.restype = None
-    lib.corr_gradw_scratch.argtypes = [ctypes.c_long, ctypes.c_int]
-    lib.corr_gradw_scratch.restype = ctypes.c_long
+    lib.conv.argtypes = [ctypes.c_void_p] * 5  # plan, a, b, bias, out
+    lib.conv.restype = ctypes.c_int
     lib.corr_block.argtypes = [ctypes.c_int]
-    lib.embed.restype = None
-    geometry = [ctypes.POINTER(ctypes.c_long)] * 3  # shape, stride, ws
-    lib.pool_fwd.argtypes = [ctypes.c_void_p] * 2 + geometry + [ctypes.c_int] * 2
-    lib.pool_bwd.argtypes = [ctypes.c_void_p] * 4 + geometry + [ctypes.c_int]
+    lib.pool_fwd.argtypes = [ctypes.c_void_p] * 3  # plan, x, y
+    lib.pool_bwd.argtypes = [ctypes.c_void_p] * 5  # plan, x, y, g, gx
     lib.pool_fwd.restype = lib.pool_bwd.restype = None
+    if lib.conv_plan_head() != len(_PLAN_HEAD):
+        raise OSError(f"{target} was built from other sources than {__file__}")
     return lib
 
 
@@ -127,29 +114,94 @@ def kernel_library():
     return _lib or None
 
 
-@functools.lru_cache(maxsize=256)
-def _grid(spatial, kshape):
-    """Flattened-grid geometry: tap offsets, plane size and the number of computed positions.
-
-    Cached per shape (a training step asks for the same few geometries every time); the
-    returned offset array must not be modified.
-    """
-    strides = [int(np.prod(spatial[d + 1 :])) for d in range(len(spatial))]
-    offs = np.array(
-        [sum(i * s for i, s in zip(k, strides)) for k in np.ndindex(*kshape)], dtype=np.int64
-    )
-    offs.flags.writeable = False
-    plane = int(np.prod(spatial))
-    return offs, plane, plane - int(offs[-1])
+# Convolutions: one call of ``conv`` in _conv_kernels.c per Op, with the geometry in a plan: C
+# longs that hold the fields of _PLAN_HEAD, the tap offsets on the flattened input grid, the
+# input dims and the output dims (see ``conv`` there).  Plans are built once per shape.
+_PLAN_HEAD = ("kind", "bs", "ic", "oc", "nk", "nd", "merged", "relu")
+_CORR, _GRAD_INPUT, _GRAD_WEIGHTS, _GRAD_WEIGHTS_POS = range(4)
+_LONG = np.dtype(f"i{ctypes.sizeof(ctypes.c_long)}")
 
 
-@functools.lru_cache(maxsize=256)
-def _dims(spatial, ospatial):
-    """``spatial`` and ``ospatial`` as read-only int64 arrays (the ``dims, odims`` of C)."""
-    arrays = tuple(np.array(s, dtype=np.int64) for s in (spatial, ospatial))
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
+class _Plan(typing.NamedTuple):
+    """A kernel call's geometry: ``address`` of the C longs in ``array``, the output shape."""
+
+    array: np.ndarray
+    address: int
+    shape: tuple
+
+
+def _make_plan(values, shape):
+    """A :class:`_Plan` of the integers ``values`` (kept read-only) and output ``shape``."""
+    array = np.array(values, dtype=_LONG)
+    array.flags.writeable = False
+    return _Plan(array, array.ctypes.data, tuple(int(s) for s in shape))
+
+
+def _offsets(spatial, kshape):
+    """The tap offsets of a kernel of shape ``kshape`` on the flattened grid ``spatial``."""
+    strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
+    return [sum(i * s for i, s in zip(k, strides)) for k in np.ndindex(*kshape)]
+
+
+def _conv_plan(kind, bs, ic, oc, spatial, kshape, merged=False, relu=False):
+    """The plan of ``conv`` for the input grid ``spatial`` and kernel ``kshape``."""
+    nd = len(spatial)
+    ospatial = tuple(s - k + 1 for s, k in zip(spatial, kshape))
+    head = (kind, bs, ic, oc, math.prod(kshape), nd, int(merged), int(relu))
+    out = {_CORR: (bs, oc) + ospatial, _GRAD_INPUT: (bs, oc) + spatial}.get(kind, (oc, ic) + kshape)
+    return _make_plan([*head, *_offsets(spatial, kshape), *spatial, *ospatial], out)
+
+
+def _require(fit, what, a, b):
+    """Raise a ``ValueError`` naming the shapes ``a`` and ``b`` of ``what`` unless ``fit``."""
+    if not fit:
+        raise ValueError(f"{what}: arrays of shapes {a} and {b} do not fit together")
+
+
+def _kernel_fits(spatial, kshape):
+    return len(spatial) == len(kshape) >= 1 and all(1 <= k <= s for s, k in zip(spatial, kshape))
+
+
+@functools.lru_cache(maxsize=512)
+def _corr_plan(lib, xshape, wshape, relu):
+    """Plan of :func:`corr` (the library decides the register blocks, so it is in the key)."""
+    _require(len(xshape) > 2 and xshape[1] == wshape[1] and _kernel_fits(xshape[2:], wshape[2:]),
+             "corr", xshape, wshape)
+    (bs, ic), sp = xshape[:2], xshape[2:]
+    oc, ksh = wshape[0], wshape[2:]
+    merged = _merged(bs, math.prod(sp), _offsets(sp, ksh)[-1], lib.corr_block(oc))
+    return _conv_plan(_CORR, bs, ic, oc, sp, ksh, merged, relu)
+
+
+@functools.lru_cache(maxsize=512)
+def _grad_input_plan(lib, gshape, wshape):
+    """Plan of :func:`conv_grad_input`."""
+    _require(len(gshape) > 2 and len(wshape) == len(gshape) and gshape[1] == wshape[0] and
+             min(wshape[2:]) >= 1, "conv_grad_input", gshape, wshape)
+    bs, ic, oc, ksh = gshape[0], wshape[0], wshape[1], wshape[2:]
+    sp = tuple(o + k - 1 for o, k in zip(gshape[2:], ksh))
+    merged = _merged(bs, math.prod(sp), 0, lib.corr_block(oc))
+    return _conv_plan(_GRAD_INPUT, bs, ic, oc, sp, ksh, merged)
+
+
+@functools.lru_cache(maxsize=512)
+def _grad_weights_plan(xshape, gshape, kshape):
+    """Plan of :func:`corr_weights`."""
+    sp = xshape[2:]
+    _require(len(xshape) > 2 and len(gshape) == len(xshape) and xshape[0] == gshape[0] and
+             _kernel_fits(sp, kshape) and
+             all(s - k + 1 == o for s, k, o in zip(sp, kshape, gshape[2:])),
+             "corr_weights", xshape, gshape)
+    bs, ic, oc = xshape[0], xshape[1], gshape[1]
+    positions = math.prod(sp) - _offsets(sp, kshape)[-1]
+    kind = _GRAD_WEIGHTS_POS if oc < 16 and positions >= 256 else _GRAD_WEIGHTS
+    return _conv_plan(kind, bs, ic, oc, sp, kshape)
+
+
+def _clear_plans():
+    """Forget every plan (for tests that change how plans are chosen)."""
+    for cached in (_corr_plan, _grad_input_plan, _grad_weights_plan, _pool_plan):
+        cached.cache_clear()
 
 
 _from_buffer, _addressof = ctypes.c_char.from_buffer, ctypes.addressof
@@ -158,8 +210,8 @@ _from_buffer, _addressof = ctypes.c_char.from_buffer, ctypes.addressof
 def _ptr(a):
     """The address of the data of the C-contiguous array ``a`` (an int, for ``c_void_p``).
 
-    Through the buffer protocol (0.3 us) rather than ``a.ctypes`` (1-2 us; a small training
-    step passes about 70 pointers); read-only and empty arrays take the slow path.
+    Through the buffer protocol (0.3 us) rather than ``a.ctypes`` (1-2 us); read-only and empty
+    arrays take the slow path.
     """
     try:
         return _addressof(_from_buffer(a))
@@ -168,7 +220,7 @@ def _ptr(a):
 
 
 def _merged(bs, plane, last_offset, block):
-    """Whether to process the examples as one long plane (see :func:`_merge_batch`).
+    """Whether to process the examples as one long plane (the examples side by side).
 
     The forward kernel computes positions in blocks of ``block`` on each example's flattened
     plane, up to ``plane - last_offset``; the last block is moved back to end at the row's
@@ -185,62 +237,12 @@ def _merged(bs, plane, last_offset, block):
     return merged < separate
 
 
-def _merge_batch(a):
-    """``(bs, c, *sp)`` -> ``(1, c, bs * prod(sp))`` (one plane holding every example)."""
-    return np.ascontiguousarray(np.swapaxes(a, 0, 1)).reshape(1, a.shape[1], -1)
-
-
-def _embed(lib, g, spatial, lead, merged):
-    """``g (bs, c, *out)`` on the flattened grid of the input ``spatial``, zero elsewhere.
-
-    Parameters
-    ----------
-    lib : ctypes.CDLL
-        The kernel library.
-    g : ndarray
-        Output-shaped array, ``out`` at most ``spatial`` in every axis.
-    spatial : tuple of int
-        The grid.
-    lead : int
-        Zeros in front of each row.
-    merged : bool
-        Lay the examples side by side in one row per channel (see :func:`_merge_batch`).
-
-    Returns
-    -------
-    ndarray
-        ``(bs, c, lead + prod(spatial))``, or ``(1, c, lead + bs * prod(spatial))`` when
-        ``merged``.
-    """
-    g = np.ascontiguousarray(g, dtype=np.float32)
-    bs, c = g.shape[:2]
-    plane = math.prod(spatial)
-    rows, length = (c, lead + bs * plane) if merged else (bs * c, lead + plane)
-    buf = np.empty((rows, length), dtype=np.float32)
-    dims, odims = _dims(tuple(spatial), tuple(g.shape[2:]))
-    lib.embed(_ptr(g), _ptr(buf), bs, c, merged, lead, length, len(dims), _ptr(dims),
-              _ptr(odims))
-    return buf.reshape((1 if merged else bs, c, length))
-
-
-def _corr_fwd(lib, x, w, y, offs, n, dims, odims, lead=0, band=None, b=None, relu=False):
-    """Call ``corr_fwd``: ``x (nb, ic, xs)`` against ``w (oc, ic, *kernel)`` into ``y``.
-
-    ``n`` positions are computed per example of ``x`` (``nb`` is 1 when the examples lie side
-    by side); ``y (bs, oc, *odims)`` receives those whose coordinates on the grid ``dims``
-    are inside ``odims`` (see ``geom`` in ``_conv_kernels.c``).  When ``x`` is zero except for
-    the first ``band`` positions of each plane after ``lead``, taps that read only zeros are
-    skipped (``band=None``: nothing is zero).  The stored values get the float32 bias ``b``
-    (``(oc,)``, C-contiguous; ``None``: none) added per output channel, then ``relu``.
-    """
-    nb, ic, xs = x.shape
-    oc = w.shape[0]
-    wpack = np.empty((oc + 16) * ic * len(offs), dtype=np.float32)
-    plane = math.prod(dims)
-    dims, odims = _dims(tuple(dims), tuple(odims))
-    lib.corr_fwd(_ptr(x), _ptr(w), None if b is None else _ptr(b), int(relu), _ptr(y),
-                 _ptr(wpack), nb, ic, oc, xs, len(offs), _ptr(offs), n, len(dims), _ptr(dims),
-                 _ptr(odims), lead, plane if band is None else band)
+def _run(lib, plan, a, b, bias, out):
+    """Call ``conv`` of ``lib`` with ``plan`` on the arrays ``a, b, out`` and ``bias`` (an address
+    or ``None``); return ``out``."""
+    if lib.conv(plan.address, _ptr(a), _ptr(b), bias, _ptr(out)):
+        raise MemoryError("the convolution kernel could not allocate its scratch memory")
+    return out
 
 
 def corr(x, w, b=None, relu=False):
@@ -274,15 +276,9 @@ def corr(x, w, b=None, relu=False):
         return np.maximum(y, 0, out=y) if relu else y
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
-    (bs, ic), sp = x.shape[:2], x.shape[2:]
-    oc, ksh = w.shape[0], tuple(int(k) for k in w.shape[2:])
-    offs, plane, n = _grid(tuple(sp), ksh)
-    if _merged(bs, plane, int(offs[-1]), lib.corr_block(oc)):
-        x, n = _merge_batch(x), bs * plane - int(offs[-1])
-    osp = tuple(s - k + 1 for s, k in zip(sp, ksh))
-    y = np.empty((bs, oc) + osp, dtype=np.float32)
-    _corr_fwd(lib, x.reshape(x.shape[0], ic, -1), w, y, offs, n, sp, osp, b=b, relu=relu)
-    return y
+    plan = _corr_plan(lib, x.shape, w.shape, bool(relu))
+    y = np.empty(plan.shape, dtype=np.float32)
+    return _run(lib, plan, x, w, None if b is None else _ptr(b), y)
 
 
 def conv_grad_input(g, w):
@@ -295,19 +291,10 @@ def conv_grad_input(g, w):
     lib = kernel_library()
     if lib is None:
         return numpy_kernels.conv_grad_input(g, w)
-    w = np.ascontiguousarray(np.swapaxes(w, 0, 1), dtype=np.float32)
-    bs, ic = g.shape[0], w.shape[0]
-    ksh = tuple(int(k) for k in w.shape[2:])
-    sp = tuple(o + k - 1 for o, k in zip(g.shape[2:], ksh))
-    offs, plane, _ = _grid(sp, ksh)
-    merged = _merged(bs, plane, 0, lib.corr_block(ic))
-    buf = _embed(lib, g, sp, int(offs[-1]), merged)
-    gx = np.empty((bs, ic) + sp, dtype=np.float32)
-    # every position is an output: a one-axis grid; g is zero past its first output slices
-    band = g.shape[2] * (plane // sp[0])
-    _corr_fwd(lib, buf, w, gx, offs, (bs if merged else 1) * plane, (plane,), (plane,),
-              lead=int(offs[-1]), band=band)
-    return gx
+    g = np.ascontiguousarray(g, dtype=np.float32)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    plan = _grad_input_plan(lib, g.shape, w.shape)
+    return _run(lib, plan, g, w, None, np.empty(plan.shape, dtype=np.float32))
 
 
 def corr_weights(x, g, kshape):
@@ -324,31 +311,18 @@ def corr_weights(x, g, kshape):
         return numpy_kernels.corr_weights(x, g, kshape)
     x = np.ascontiguousarray(x, dtype=np.float32)
     g = np.ascontiguousarray(g, dtype=np.float32)
-    (bs, ic), sp = x.shape[:2], x.shape[2:]
-    oc, kshape = g.shape[1], tuple(int(k) for k in kshape)
-    ocp = -(-oc // 16) * 16
-    offs = _grid(tuple(sp), kshape)[0]
-    dims, odims = _dims(tuple(sp), tuple(g.shape[2:]))
-    gw = np.empty((oc, ic) + kshape, dtype=np.float32)
-    if oc < 16 and math.prod(sp) - int(offs[-1]) >= 256:
-        ge = _embed(lib, g, tuple(sp), 0, False)
-        lib.corr_gradw_pos(_ptr(x), _ptr(ge), _ptr(gw), bs, ic, oc, math.prod(sp), len(offs),
-                           _ptr(offs))
-        return gw
-    raw = np.empty(lib.corr_gradw_scratch(ic * len(offs), ocp) + 16, dtype=np.float32)
-    acc = raw[(-raw.ctypes.data % 64) // 4 :]  # 64-byte aligned
-    lib.corr_gradw(_ptr(x), _ptr(g), _ptr(gw), _ptr(acc), bs, ic, oc, ocp, len(dims),
-                   _ptr(dims), _ptr(odims), len(offs), _ptr(offs))
-    return gw
+    plan = _grad_weights_plan(x.shape, g.shape, tuple(int(k) for k in kshape))
+    return _run(lib, plan, x, g, None, np.empty(plan.shape, dtype=np.float32))
 
 
 # Pooling: the C kernels see the pooled array as a strided (lead, S0, S1, S2) view, and
-# max-fragment pooling pools every phase-shifted crop of it (see _pool_kernels.c).
-_Long3, _Long4 = ctypes.c_long * 3, ctypes.c_long * 4
+# max-fragment pooling pools every phase-shifted crop of it; their plan holds that geometry (see
+# _pool_kernels.c).
 
 
-def _pool_geometry(shape, ws, phases):
-    """Output shape and C arguments of pooling the trailing ``len(ws)`` axes.
+@functools.lru_cache(maxsize=512)
+def _pool_plan(shape, ws, maxabs, phases):
+    """The plan of ``pool_fwd`` and ``pool_bwd`` for pooling the trailing ``len(ws)`` axes.
 
     Parameters
     ----------
@@ -356,26 +330,28 @@ def _pool_geometry(shape, ws, phases):
         Shape of the C-contiguous pooled array.
     ws : tuple of int
         Pool factors of its trailing axes.
+    maxabs : bool
+        ``maxabs`` rather than ``max`` pooling.
     phases : bool
         Max-fragment pooling: pool every phase crop (``s - p + 1`` elements of each axis) and
         stack the ``prod(ws)`` fragments on axis 0.
 
     Returns
     -------
-    out_shape : tuple of int
-        Shape of the pooled result (remainders of non-divisible axes are dropped).
-    args : tuple
-        The ``shape, stride, ws`` arguments of ``pool_fwd`` and ``pool_bwd``.
+    _Plan
+        With the shape of the pooled result (remainders of non-divisible axes are dropped).
     """
     nd = len(ws)
+    if not 1 <= nd <= 3 or len(shape) < nd:
+        raise ValueError(f"cannot pool {nd} trailing axes of an array of shape {shape}")
     lead, sp = shape[: len(shape) - nd], (1,) * (3 - nd) + tuple(shape[len(shape) - nd :])
     p = (1,) * (3 - nd) + tuple(ws)
     out = tuple((s - phases * (k - 1)) // k for s, k in zip(sp, p))
-    stride = _Long3(sp[0] * sp[1] * sp[2], sp[1] * sp[2], sp[2])
-    args = (_Long4(math.prod(lead), *out), stride, _Long3(*p))
+    stride = (sp[0] * sp[1] * sp[2], sp[1] * sp[2], sp[2])
+    values = (math.prod(lead), *out, *stride, *p, int(maxabs), int(phases))
     if phases:
         lead = (math.prod(ws) * lead[0],) + lead[1:]
-    return lead + out[3 - nd :], args
+    return _make_plan(values, lead + out[3 - nd :])
 
 
 def _pooled_pair(y, g, shape):
@@ -392,19 +368,19 @@ def _pooled_pair(y, g, shape):
 def _pool(x, ws, mode, phases):
     """Pooling (``phases=False``) or max-fragment pooling with the C kernel."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out_shape, args = _pool_geometry(x.shape, ws, phases)
-    y = np.empty(out_shape, dtype=np.float32)
-    kernel_library().pool_fwd(_ptr(x), _ptr(y), *args, mode == "maxabs", phases)
+    plan = _pool_plan(x.shape, tuple(ws), mode == "maxabs", phases)
+    y = np.empty(plan.shape, dtype=np.float32)
+    kernel_library().pool_fwd(plan.address, _ptr(x), _ptr(y))
     return y
 
 
 def _pool_grad(x, y, g, ws, phases):
     """Gradient of :func:`_pool` with the C kernel."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out_shape, args = _pool_geometry(x.shape, ws, phases)
-    y, g = _pooled_pair(y, g, out_shape)
+    plan = _pool_plan(x.shape, tuple(ws), False, phases)
+    y, g = _pooled_pair(y, g, plan.shape)
     gx = np.zeros(x.shape, dtype=np.float32)
-    kernel_library().pool_bwd(_ptr(x), _ptr(y), _ptr(g), _ptr(gx), *args, phases)
+    kernel_library().pool_bwd(plan.address, _ptr(x), _ptr(y), _ptr(g), _ptr(gx))
     return gx
 
 

@@ -189,12 +189,17 @@ ALWAYS_INLINE void grad_row(const float *xr, float *gr, const float *y, const fl
     }
 }
 
-/* Pool x into y (the arguments are described at the top of the file); maxabs: 0 for max, 1
- * for maxabs; phases: 1 for max-fragment pooling.  The phases of one output row read nearly
+/* The geometry of a call: a plan, an array of C longs that elektronn/ops/_kernels.py builds once
+ * per shape, holding shape (4 values), stride (3), ws (3) as described at the top of the file,
+ * then maxabs (0 for max, 1 for maxabs) and phases (1 for max-fragment pooling). */
+enum { PLAN_SHAPE = 0, PLAN_STRIDE = 4, PLAN_WS = 7, PLAN_MAXABS = 10, PLAN_PHASES = 11 };
+
+/* Pool x into y with the geometry of plan.  The phases of one output row read nearly
  * the same input rows, so they are pooled one after another. */
-void pool_fwd(const float *x, float *y, const long *shape, const long *stride, const long *ws,
-              int maxabs, int phases)
+void pool_fwd(const long *plan, const float *x, float *y)
 {
+    const long *shape = plan + PLAN_SHAPE, *stride = plan + PLAN_STRIDE, *ws = plan + PLAN_WS;
+    const int maxabs = (int)plan[PLAN_MAXABS], phases = (int)plan[PLAN_PHASES];
     const long L = shape[0], O0 = shape[1], O1 = shape[2], O2 = shape[3];
     const long s0 = stride[1], s1 = stride[2], p0 = ws[0], p1 = ws[1], p2 = ws[2];
     const long block = L * O0 * O1 * O2, nph = phases ? p0 * p1 * p2 : 1;
@@ -212,15 +217,16 @@ void pool_fwd(const float *x, float *y, const long *shape, const long *stride, c
             }
 }
 
-/* Gradient of pool_fwd with the same arguments, accumulated: gx[e] += g[w] for every element e
+/* Gradient of pool_fwd with the same plan, accumulated: gx[e] += g[w] for every element e
  * of x equal to the output y[w] of its window w.  gx has the strides of x; y and g are laid
  * out like the output of pool_fwd.  With phases = 1 the windows of different phases overlap,
  * so each element sums several terms; they are added in phase order, as the reference does
  * (the same rounding), by walking the phases of one leading index l at a time.  Different l
  * touch disjoint parts of gx, so they run in parallel. */
-void pool_bwd(const float *x, const float *y, const float *g, float *gx, const long *shape,
-              const long *stride, const long *ws, int phases)
+void pool_bwd(const long *plan, const float *x, const float *y, const float *g, float *gx)
 {
+    const long *shape = plan + PLAN_SHAPE, *stride = plan + PLAN_STRIDE, *ws = plan + PLAN_WS;
+    const int phases = (int)plan[PLAN_PHASES];
     const long L = shape[0], O0 = shape[1], O1 = shape[2], O2 = shape[3];
     const long s0 = stride[1], s1 = stride[2], p0 = ws[0], p1 = ws[1], p2 = ws[2];
     const long block = L * O0 * O1 * O2, nph = phases ? p0 * p1 * p2 : 1;

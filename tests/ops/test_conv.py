@@ -106,12 +106,13 @@ def test_corr_weights_positions_in_lanes(c_kernels, rng, bs, ic, oc, sp, k):
     (4, 2, 3, (6, 6), (3, 3)),  # 22 positions: shorter than a block of every width (8 x 3)
     (3, 2, 3, (40, 41), (2, 3)),
 ])
-def test_kernels_both_batch_layouts(c_kernels, rng, monkeypatch, merged, bs, ic, oc, sp, k):
+def test_kernels_both_batch_layouts(c_kernels, rng, force_batch_layout, merged, bs, ic, oc, sp,
+                                    k):
     """Examples side by side in one plane or one plane each: the same results.
 
     The 3-D case also has the input gradient skip taps that read only zero slices of ``g``.
     """
-    monkeypatch.setattr(_kernels, "_merged", lambda *args, **kwargs: merged)
+    force_batch_layout(merged)
     x = rng.standard_normal((bs, ic, *sp)).astype(np.float32)
     w = rng.standard_normal((oc, ic, *k)).astype(np.float32)
     g = rng.standard_normal((bs, oc, *(s - kk + 1 for s, kk in zip(sp, k)))).astype(np.float32)
@@ -131,6 +132,63 @@ def test_batch_layout_choice():
     # MFP fragment (5, 27, 27) under a 3x3x3 kernel: 40 % of the merged plane is wasted
     assert not _kernels._merged(16, 5 * 27 * 27, 2 * 729 + 2 * 27 + 2, 96)
     assert not _kernels._merged(1, 10, 5, 96)
+
+
+def test_plans_follow_the_shapes(c_kernels, rng):
+    """Calls alternating between shapes that share a plane or a kernel each get their own plan
+    (one per shape, made once), and the results of every call stay right."""
+    shapes = [((2, 3, 9, 11), (4, 3, 3, 2)), ((2, 3, 11, 9), (4, 3, 3, 2)),
+              ((2, 3, 9, 11), (4, 3, 2, 3)), ((3, 3, 9, 11), (5, 3, 3, 2)),
+              ((1, 2, 9, 11), (4, 2, 3, 2))]
+    _kernels._clear_plans()
+    for _ in range(2):
+        for xs, ws in shapes:
+            x = rng.standard_normal(xs).astype(np.float32)
+            w = rng.standard_normal(ws).astype(np.float32)
+            y = reference.corr(x, w)
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            np.testing.assert_allclose(_kernels.corr(x, w), y, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(_kernels.conv_grad_input(g, w),
+                                       reference.conv_grad_input(g, w), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(_kernels.corr_weights(x, g, ws[2:]),
+                                       reference.corr_weights(x, g, ws[2:]), rtol=1e-4, atol=1e-3)
+    for plan in (_kernels._corr_plan, _kernels._grad_input_plan, _kernels._grad_weights_plan):
+        assert plan.cache_info().currsize == len(shapes)
+        assert plan.cache_info().hits == len(shapes)
+
+
+def test_kernels_take_any_layout_and_dtype(c_kernels, rng):
+    """Strided views, Fortran order and float64 inputs give the float32 results of their
+    C-contiguous float32 copies; the inputs are left unchanged."""
+    x = rng.standard_normal((3, 2, 14, 9))  # float64
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 4, 5, 7))
+    xv, wv, gv = x[::-1, :, ::2], np.asfortranarray(w[:, :, ::-1]), g[:, :, ::-1]
+    before = [a.copy() for a in (xv, wv, gv)]
+    xc, wc, gc = (np.ascontiguousarray(a, dtype=np.float32) for a in (xv, wv, gv))
+    np.testing.assert_array_equal(_kernels.corr(xv, wv), _kernels.corr(xc, wc))
+    np.testing.assert_array_equal(_kernels.corr(xv, wv, np.arange(4.0), relu=True),
+                                  _kernels.corr(xc, wc, np.arange(4, dtype=np.float32), True))
+    np.testing.assert_array_equal(_kernels.conv_grad_input(gv, wv),
+                                  _kernels.conv_grad_input(gc, wc))
+    gw = _kernels.corr_weights(xv, gv, (3, 3))
+    assert gw.dtype == np.float32 and gw.shape == (4, 2, 3, 3)
+    np.testing.assert_array_equal(gw, _kernels.corr_weights(xc, gc, (3, 3)))
+    for a, b in zip((xv, wv, gv), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_shape_errors(c_kernels):
+    """Shapes that do not fit are a ValueError before any kernel runs."""
+    x, w = np.zeros((2, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="corr"):
+        _kernels.corr(x, w[:, :2])
+    with pytest.raises(ValueError, match="corr"):
+        _kernels.corr(x[:, :, :2], w)
+    with pytest.raises(ValueError, match="conv_grad_input"):
+        _kernels.conv_grad_input(np.zeros((2, 3, 6, 6), np.float32), w)
+    with pytest.raises(ValueError, match="corr_weights"):
+        _kernels.corr_weights(x, np.zeros((2, 4, 5, 6), np.float32), (3, 3))
 
 
 def test_gradients_match_numpy(rng):

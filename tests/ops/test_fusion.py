@@ -33,10 +33,10 @@ def _data(rng, bs, ic, oc, sp, k):
     (3, 2, 3, (40, 41), (2, 3)),
     (2, 3, 11, (6, 20, 30), (2, 3, 3)),  # a partial output-channel block
 ])
-def test_kernel_bias_relu_match_reference(rng, monkeypatch, c_kernels, relu, merged, bs, ic,
+def test_kernel_bias_relu_match_reference(rng, force_batch_layout, c_kernels, relu, merged, bs, ic,
                                           oc, sp, k):
     """Both batch layouts (examples side by side or one plane each), 2-D and 3-D."""
-    monkeypatch.setattr(_kernels, "_merged", lambda *args, **kwargs: merged)
+    force_batch_layout(merged)
     x, w, b = _data(rng, bs, ic, oc, sp, k)
     np.testing.assert_allclose(_kernels.corr(x, w, b, relu=relu),
                                _with_bias(reference.corr(x, w), b, relu), rtol=1e-4, atol=1e-4)

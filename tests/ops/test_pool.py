@@ -149,6 +149,24 @@ def test_c_kernels_nan_propagates(c_kernels, rng, mode):
     check_kernels(x, (2, 2), mode, rng)
 
 
+def test_c_kernels_plans_and_layouts(c_kernels, rng):
+    """One shape pooled by max, maxabs and MFP in turn (each its own plan), from a strided
+    float64 view: the results of the reference on its float32 copy."""
+    base = rng.integers(-3, 4, (2, 3, 12, 20)).astype(np.float64)
+    x = base[:, ::-1, :, ::2]
+    xc = np.ascontiguousarray(x, dtype=np.float32)
+    for _ in range(2):
+        for mode in ("max", "maxabs"):
+            np.testing.assert_array_equal(_kernels.pool(x, (2, 2), mode),
+                                          reference.pool(xc, (2, 2), mode))
+            np.testing.assert_array_equal(_kernels.mfp(x[..., :11, :9], (2, 2), mode),
+                                          reference.mfp(xc[..., :11, :9], (2, 2), mode))
+        y = _kernels.pool(xc, (2, 2))
+        g = rng.standard_normal(y.shape + (2,))[..., 0]  # strided float64
+        np.testing.assert_array_equal(_kernels.pool_grad(x, y, g, (2, 2)),
+                                      reference.pool_grad(xc, y, g.astype(np.float32), (2, 2)))
+
+
 def test_c_kernels_check_gradient_shapes(c_kernels):
     x = np.zeros((2, 4, 6), np.float32)
     y = _kernels.pool(x, (2, 2))
