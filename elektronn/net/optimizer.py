@@ -28,8 +28,9 @@ Non-finite losses
 -----------------
 SGD, Adam and RPROP compile one fused function that computes the loss, the gradients and the
 updates.  It also computes ``finite = isfinite(loss) & all(isfinite(gradients))``, and every
-update is wrapped as ``switch(finite, new, old)`` (:func:`~elektronn.net.updates.guard_updates`).
-A non-finite step therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP
+update is wrapped as ``switch(finite, new, old)`` (:func:`~elektronn.net.updates.guard_updates`);
+in the ``"numpy"`` mode one :class:`~elektronn.ops.updates.FusedUpdate` node decides ``finite``
+the same way and only then updates every parameter and buffer in place.  A non-finite step therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP
 step sizes) exactly as they were.  CG and L-BFGS evaluate many points per call, so they copy
 the parameters and their state at the start of a call and restore the copy when the final loss
 is not finite.  After a non-finite step the optimiser raises :class:`NonFiniteLossError`
@@ -41,17 +42,20 @@ optimiser object, from 1.
 import logging
 import time
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 from pytensor.graph.traversal import ancestors
+from pytensor.graph.utils import InconsistencyError
 from scipy.optimize import fmin_l_bfgs_b
 
 from elektronn import backend
 from elektronn.defaults import NET_OPTIMIZER_DEFAULTS, OPTIMIZER_KEYS
 from elektronn.net.updates import (
+    RPROP_STEP_BOUNDS,
     adam_updates,
     all_finite,
     cg_kickstart_updates,
@@ -62,6 +66,7 @@ from elektronn.net.updates import (
     rprop_updates,
     sgd_updates,
 )
+from elektronn.ops.updates import fused_updates
 
 __all__ = [
     "Optimizer",
@@ -324,7 +329,7 @@ class Optimizer:
                            "creating new momentum buffers", len(buffers), len(self.params))
         return momentum_buffers(self.params)
 
-    def _compile(self, outputs, updates=None):
+    def _compile(self, outputs, updates=None, accept_inplace=False):
         """Compile ``inputs -> outputs`` with ``updates`` plus the random-stream updates the
         graph needs: entries of ``rng_updates`` (``{rng: next_rng}``) whose generator the graph
         uses (generators with a ``default_update`` need nothing).  Updates whose static shape
@@ -340,14 +345,39 @@ class Optimizer:
                         if rng in used and id(rng) not in updated]
         return pytensor.function(self._inputs, outputs, updates=updates,
                                  mode=backend.get_mode(self.mode),
-                                 on_unused_input="ignore")
+                                 on_unused_input="ignore", accept_inplace=accept_inplace)
 
-    def _compile_step(self, updates):
-        """Compile the fused, guarded step ``inputs -> [loss, instance, finite]``."""
+    def _compile_step(self, updates, fused=None):
+        """Compile the fused, guarded step ``inputs -> [loss, instance, finite]``.
+
+        ``updates`` are the symbolic updates of the rule.  In the ``"numpy"`` mode,
+        ``fused = (rule, buffers, hyperparameters, t)`` (the arguments of
+        :func:`elektronn.ops.updates.fused_updates`) replace them by one in-place
+        :class:`~elektronn.ops.updates.FusedUpdate` node that also decides ``finite``; where
+        that Op does not apply (not all float32, a variable updated twice, a gradient aliasing
+        a parameter) the symbolic updates are compiled.
+        """
+        outputs = [self.top_loss, self.loss_instance]
+        if fused is not None and self.mode == "numpy" and self._fusable(fused[0]):
+            rule, buffers, hyperparameters, t = fused
+            finite, new = fused_updates(rule, self.top_loss, self.gradients, self.params,
+                                        buffers, hyperparameters, t)
+            try:
+                return self._compile(outputs + [finite], OrderedDict(new), accept_inplace=True)
+            except InconsistencyError as err:
+                logger.debug("%s: compiling the symbolic updates (%s)", type(self).__name__, err)
         # JAX computes in float32 unless x64 is on (a float64 cast would warn and truncate)
         finite = all_finite(self.top_loss, self.gradients, float64=self.mode != "jax")
-        return self._compile([self.top_loss, self.loss_instance, finite],
-                             guard_updates(updates, finite))
+        return self._compile(outputs + [finite], guard_updates(updates, finite))
+
+    def _fusable(self, rule):
+        """Whether :class:`~elektronn.ops.updates.FusedUpdate` can run this optimiser's step."""
+        variables = self.params + [var for var, _ in self._state]
+        return (len({id(v) for v in variables}) == len(variables)
+                and all(v.dtype == "float32" for v in variables + self.gradients)
+                and all(g.ndim == p.ndim for g, p in zip(self.gradients, self.params,
+                                                          strict=True))
+                and self.top_loss.ndim == 0)
 
     def _live_scalar(self, key, value):
         """Register a hyperparameter held in a shared variable (created from a number)."""
@@ -502,7 +532,8 @@ class compileSGD(Optimizer):
         self._state = [(v, 0) for v in self.last_grads]
         self.step = self._compile_step(sgd_updates(
             self.params, self.gradients, self.last_grads, self.LR, self.momentum,
-            self.weightdecay))
+            self.weightdecay), ("sgd", [self.last_grads],
+                                [self.LR, self.momentum, self.weightdecay], None))
         self._log_done()
 
 
@@ -540,9 +571,10 @@ class compileAdam(Optimizer):
         self.v = [_zeros_like(p, "_Adam_v") for p in self.params]
         self._state = [(b, 0) for b in self.m + self.v] + [(self.t, 0)]
         hp = self.optimizer_params
-        self.step = self._compile_step(adam_updates(
-            self.params, self.gradients, self.m, self.v, self.t, self.LR,
-            hp["beta1"], hp["beta2"], hp["epsilon"]))
+        hyperparameters = [self.LR, hp["beta1"], hp["beta2"], hp["epsilon"]]
+        self.step = self._compile_step(
+            adam_updates(self.params, self.gradients, self.m, self.v, self.t, *hyperparameters),
+            ("adam", [self.m, self.v], hyperparameters, self.t))
         self._log_done()
 
 
@@ -580,7 +612,9 @@ class compileRPROP(Optimizer):
         self._state = [(v, 0) for v in self.last_grads] + [(v, initial) for v in self.LRs]
         self.step = self._compile_step(rprop_updates(
             self.params, self.gradients, self.last_grads, self.LRs, hp["penalty"], hp["gain"],
-            self.weightdecay))
+            self.weightdecay), ("rprop", [self.last_grads, self.LRs],
+                                [hp["penalty"], hp["gain"], self.weightdecay,
+                                 *RPROP_STEP_BOUNDS], None))
         self._log_done()
 
 

@@ -1,6 +1,8 @@
 """Fast CPU kernels: compiled C called through ctypes.
 
-Convolution (``_conv_kernels.c``) and pooling / max-fragment pooling (``_pool_kernels.c``).
+Convolution (``_conv_kernels.c``) and pooling / max-fragment pooling (``_pool_kernels.c``);
+the library also holds the optimisers' update steps (``_update_kernels.c``, called by
+:mod:`elektronn.ops.updates`).
 The C sources are compiled once per machine with the system C compiler (``-O3 -march=native
 -fopenmp``) into one library in PyTensor's compile directory and reused by every later
 process.  When no compiler is available, or :data:`use_c_kernels` is false (set by
@@ -32,7 +34,8 @@ __all__ = [
 
 logger = logging.getLogger("elektronn")
 
-_SOURCES = [Path(__file__).with_name(name) for name in ("_conv_kernels.c", "_pool_kernels.c")]
+_SOURCES = [Path(__file__).with_name(name)
+            for name in ("_conv_kernels.c", "_pool_kernels.c", "_update_kernels.c")]
 _FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 _NATIVE = ("-march=native",)
 _lib = None  # None: not tried yet; False: unavailable

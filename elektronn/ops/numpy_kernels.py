@@ -12,6 +12,8 @@ import itertools
 
 import numpy as np
 
+_ONE = np.float32(1)
+
 __all__ = [
     "corr",
     "corr_weights",
@@ -24,6 +26,10 @@ __all__ = [
     "fragments_to_dense",
     "dense_to_fragments",
     "dense_permutation",
+    "step_finite",
+    "update_sgd",
+    "update_adam",
+    "update_rprop",
 ]
 
 
@@ -193,3 +199,74 @@ def dense_to_fragments(dense, offsets, strides):
     out = np.empty_like(t)
     out[perm] = t
     return out.reshape((len(perm) * bs, C) + sp)
+
+
+# --- optimiser steps (elektronn.ops.updates) -------------------------------------------------
+
+
+def step_finite(loss, grads):
+    """Whether the float64 sum of ``loss`` and of every gradient is finite (as
+    :func:`elektronn.net.updates.all_finite` decides)."""
+    total = np.float64(loss)
+    with np.errstate(all="ignore"):
+        for g in grads:
+            total += np.add.reduce(g, axis=None, dtype=np.float64)
+    return bool(np.isfinite(total))
+
+
+def update_sgd(loss, grads, updated, lr, mu, wd):
+    """SGD with momentum in place (``updated``: params, then velocities); False if not finite.
+
+    ``v <- g + mu*v`` and ``p <- (p - lr*v) - (lr*wd)*p``, float32 numpy scalars.
+    """
+    if not step_finite(loss, grads):
+        return False
+    k, lrwd = len(grads), lr * wd
+    with np.errstate(all="ignore"):
+        for g, p, v in zip(grads, updated[:k], updated[k:], strict=True):
+            new_v = g + mu * v
+            p[...] = (p - lr * new_v) - lrwd * p
+            v[...] = new_v
+    return True
+
+
+def update_adam(loss, grads, updated, step, b1, omb1, b2, omb2, eps):
+    """Adam in place (``updated``: params, m, v); ``step = lr*sqrt(1-b2**t)/(1-b1**t)``,
+    ``omb1 = 1-b1``, ``omb2 = 1-b2``; False if not finite.
+
+    ``m <- b1*m + omb1*g``, ``v <- b2*v + omb2*g*g``, ``p <- p - (step*m)/(sqrt(v) + eps)``.
+    """
+    if not step_finite(loss, grads):
+        return False
+    k = len(grads)
+    with np.errstate(all="ignore"):
+        for g, p, m, v in zip(grads, updated[:k], updated[k:2 * k], updated[2 * k:], strict=True):
+            new_m = b1 * m + omb1 * g
+            new_v = b2 * v + omb2 * (g * g)
+            m[...] = new_m
+            v[...] = new_v
+            p[...] = p - (step * new_m) / (np.sqrt(new_v) + eps)
+    return True
+
+
+def update_rprop(loss, grads, updated, pen, gain, wd, low, high, lo_s, hi_s, tiny):
+    """ELEKTRONN 1.0's RPROP in place (``updated``: params, last gradients, step sizes);
+    False if not finite.
+
+    ``s = last*g``; ``eta <- clip(eta*((1 - pen*[s < lo_s]) + gain*[s > hi_s]), low, high)``;
+    ``p <- (p - eta_old*g/(|g| + tiny)) - wd*p``; ``last <- g``.
+    """
+    if not step_finite(loss, grads):
+        return False
+    k = len(grads)
+    with np.errstate(all="ignore"):
+        for g, p, last, eta in zip(grads, updated[:k], updated[k:2 * k], updated[2 * k:],
+                                   strict=True):
+            s = last * g
+            factor = (_ONE - pen * (s < lo_s).astype(np.float32)) + gain * (
+                s > hi_s).astype(np.float32)
+            new_eta = np.clip(eta * factor, low, high)
+            p[...] = (p - (eta * g) / (np.abs(g) + tiny)) - wd * p
+            eta[...] = new_eta
+            last[...] = g
+    return True

@@ -795,3 +795,64 @@ def test_all_finite(loss, grads, expected):
     grad_vs = [pt.vector(f"g{i}", dtype="float32") for i in range(len(grads))]
     f = pytensor.function([loss_v, *grad_vs], all_finite(loss_v, grad_vs))
     assert bool(f(np.float32(loss), *[np.asarray(g, np.float32) for g in grads])) is expected
+
+
+# --- the fused update of the "numpy" mode -----------------------------------------------------
+
+
+def _step_ops(opt):
+    return [type(node.op).__name__ for node in opt.step.maker.fgraph.apply_nodes]
+
+
+@pytest.mark.parametrize("name", list(STEP_OPTIMISERS))
+def test_fused_step_equals_symbolic_step(rng, name, monkeypatch):
+    """The one-node step of the numpy mode against the symbolic rules, over several steps."""
+    cls, hp = STEP_OPTIMISERS[name]
+    seed = int(rng.integers(1 << 30))
+    runs = []
+    for fused in (True, False):
+        with monkeypatch.context() as patch:
+            if not fused:
+                patch.setattr(opt_mod.Optimizer, "_fusable", lambda self, rule: False)
+            model = probe_model(np.random.default_rng(seed))
+            model.global_weightdecay.set_value(_f32(0.01))
+            opt = cls(dict(hp), model)
+        assert ("FusedUpdate" in _step_ops(opt)) == fused
+        data = np.random.default_rng(seed + 1)
+        losses = [opt(probe_input(data), DUMMY_Y)[0] for _ in range(4)]
+        runs.append((losses, values(model), [v.get_value() for v, _ in opt._state]))
+    (l1, p1, s1), (l2, p2, s2) = runs
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for a, b in zip(p1 + s1, p2 + s2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", list(STEP_OPTIMISERS))
+def test_fused_step_is_one_node(rng, name):
+    cls, hp = STEP_OPTIMISERS[name]
+    opt = cls(dict(hp), probe_model(rng), mode="numpy")
+    ops = _step_ops(opt)
+    assert ops.count("FusedUpdate") == 1 and "Switch" not in str(opt.step.maker.fgraph.outputs)
+
+
+def test_gradient_aliasing_its_parameter_falls_back(rng):
+    """A gradient that is the parameter itself: the step cannot destroy w in place."""
+    w = _shared([1.0, -2.0], "w")
+    x, y = pt.vector("x"), pt.vector("y")
+    model = _model(x, y, 0.5 * pt.sum(w * w) + 0 * x.sum(), None, [w], gradients=[w])
+    opt = compileSGD({"LR": 0.1, "momentum": 0.5}, model)
+    assert "FusedUpdate" not in _step_ops(opt)
+    for _ in range(2):
+        opt(np.zeros(1, np.float32), DUMMY_Y)
+    # v1 = w0, w1 = 0.9 w0; v2 = w1 + 0.5 v1 = 1.4 w0, w2 = w1 - 0.14 w0 = 0.76 w0
+    np.testing.assert_allclose(w.get_value(), [0.76, -1.52], rtol=1e-6)
+
+
+@pytest.mark.jax
+@pytest.mark.slow
+def test_jax_mode_keeps_the_symbolic_step(rng):
+    pytest.importorskip("jax")
+    opt = compileSGD({"LR": 0.1, "momentum": 0.9}, probe_model(rng), mode="jax")
+    assert opt.step.maker.linker.__class__.__name__ == "JAXLinker"
+    assert "FusedUpdate" not in _step_ops(opt)
+    opt(probe_input(rng), DUMMY_Y)
