@@ -31,6 +31,9 @@ __all__ = [
     "NET_OPTIMIZER_DEFAULTS",
     "CONFIG_OPTIMIZER_DEFAULTS",
     "OPTIMIZER_KEYS",
+    "PREDICT_TWIN_BYTES",
+    "PREDICT_TWIN_MAC",
+    "PREDICT_TWIN_KEEP",
     "architecture_defaults",
 ]
 
@@ -76,6 +79,18 @@ CONFIG_OPTIMIZER_DEFAULTS = _frozen({
 OPTIMIZER_KEYS = MappingProxyType(
     {name: tuple(defaults) for name, defaults in NET_OPTIMIZER_DEFAULTS.items()})
 """The hyperparameter keys each optimiser accepts; any other key is an error."""
+
+PREDICT_TWIN_BYTES = 256 * 2**20
+"""Memory budget of one forward pass of the larger net ``predictDense`` may build for an image
+(:mod:`elektronn.net.prednet`); 0: always predict with the trained net itself.  Read at every
+call, so it can be changed at run time."""
+
+PREDICT_TWIN_MAC = 2 * 10**9
+"""``predictDense`` builds that net at once when a call would take at least this many
+multiply-adds with the trained net itself (otherwise when the same image geometry comes back)."""
+
+PREDICT_TWIN_KEEP = 4
+"""How many such nets (one per tile size) a trained net keeps."""
 
 _ARCHITECTURE = {
     "filters": [], "pool": [], "nof_filters": [], "activation_func": "relu", "MFP": [],

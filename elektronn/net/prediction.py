@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from elektronn.net import prednet
 from elektronn.net._convcore import ConvLayerBase
 from elektronn.net.convlayer3d import AffinityLayer3d
 
@@ -422,6 +423,20 @@ def _predict_tile(cnn, geo, tile, prob):
         prob[_scatter_index(geo.axes, shift)] = geo.forward(cnn, tile[(slice(None),) + window])
 
 
+def _prediction_net(cnn, geo, n_pred):
+    """``(net, geometry)`` to predict ``n_pred`` outputs with: ``cnn`` or its twin (``prednet``)."""
+    tiles = int(np.prod([-(-n // a.tile_out) for n, a in zip(n_pred, geo.axes, strict=True)]))
+    passes = int(np.prod([a.passes for a in geo.axes]))
+    twin = prednet.twin_for(cnn, tiles, passes, _to_net(n_pred, geo.n_dim))
+    if twin is None:
+        return cnn, geo
+    twin_geo = _NetGeometry.from_cnn(twin)
+    if [a.fov for a in twin_geo.axes] != [a.fov for a in geo.axes]:
+        raise RuntimeError(f"the twin's field of view {[a.fov for a in twin_geo.axes]} differs "
+                           f"from the net's {[a.fov for a in geo.axes]}")
+    return twin, twin_geo
+
+
 # --- the public function ----------------------------------------------------------------------
 def _count_non_finite(raw):
     """Voxels of an image (array or array-like, read slab by slab) that are NaN or inf."""
@@ -495,6 +510,7 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
     if n_bad:
         _warn_non_finite(n_bad, raw.size)
 
+    net, geo = _prediction_net(cnn, geo, n_pred)
     starts = [tile_starts(n, a.tile_out) for n, a in zip(n_pred, geo.axes, strict=True)]
     n_tiles = tuple(len(s) for s in starts)
     n_passes = int(np.prod([a.passes for a in geo.axes]))
@@ -516,7 +532,7 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
             if n_bad is None and not np.isfinite(tile).all():
                 n_bad = _count_non_finite(raw)
                 _warn_non_finite(n_bad, int(np.prod(raw.shape)))
-            _predict_tile(cnn, geo, tile, prob)
+            _predict_tile(net, geo, tile, prob)
             n = [min(a.tile_out, m - s) for a, m, s in zip(geo.axes, n_pred, start, strict=True)]
             block = prob[(slice(None), *(slice(0, k) for k in n))]
             if as_uint8:

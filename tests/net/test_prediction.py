@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 
-from elektronn import utils
+from elektronn import defaults, utils
 from elektronn.net import prediction
 from elektronn.net.convnet import MixedConvNN
 from elektronn.net.netutils import CNNCalculator
@@ -28,6 +28,17 @@ from elektronn.net.prediction import (
 )
 
 TOL = dict(rtol=1e-5, atol=2e-6)
+
+
+@pytest.fixture(autouse=True, params=["net", "twin"])
+def predicting_net(request, monkeypatch):
+    """Every test twice: predicting with the net itself, and with a twin built at once
+    (:mod:`elektronn.net.prednet`, MFP everywhere and a larger tile)."""
+    if request.param == "net":
+        monkeypatch.setattr(defaults, "PREDICT_TWIN_BYTES", 0)
+    else:
+        monkeypatch.setattr(defaults, "PREDICT_TWIN_MAC", 0)
+    return request.param
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -381,13 +392,17 @@ class SpyArray:
 
 @pytest.mark.parametrize("name", ["A", "A_mfp"])
 @pytest.mark.parametrize("pad_raw", [False, True])
-def test_reads_the_image_tile_by_tile(nets, name, pad_raw):
+def test_reads_the_image_tile_by_tile(nets, name, pad_raw, predicting_net, monkeypatch):
     cnn = nets[name].cnn
     img = np.random.default_rng(4).normal(size=(2, 40, 37)).astype(np.float32)
     spy = SpyArray(img)
+    if predicting_net == "twin":  # a budget for a twin of several tiles on this image
+        monkeypatch.setattr(defaults, "PREDICT_TWIN_BYTES", 12_000)
     got = predict_dense(cnn, spy, show_progress=False, pad_raw=pad_raw)
     np.testing.assert_array_equal(got, predict_dense(cnn, img, show_progress=False,
                                                      pad_raw=pad_raw))
+    if predicting_net == "twin":
+        cnn = next(reversed(cnn._prediction_twins.values()))  # the last used
     geo = prediction._NetGeometry.from_cnn(cnn)
     tile = 2 * geo.axes[0].tile_in * geo.axes[1].tile_in
     assert 0 < spy.largest_read <= tile < img.size / 4
