@@ -494,6 +494,9 @@ def predict_dense(cnn, raw_img, show_progress=True, offset=None, as_uint8=False,
 
     Notes
     -----
+    For a large prediction, or an image geometry met before, the tiles are predicted by a twin
+    of the net with max-fragment pooling in every pooling layer and a larger tile, on the
+    net's own parameters (:mod:`elektronn.net.prednet`): the same predictions, faster.
     Differences to ELEKTRONN 1.0, all of which only turn errors into results: any image at
     least one patch large works, also for nets with an even field of view (the original crashed
     at the last tile); partial MFP works (the original raised NotImplementedError); an explicit
