@@ -5,8 +5,9 @@ Four measurements with the 3-D neuro net (MFP, the prediction patch of ``bench_p
 overhead
     ``predict_volume`` from a zarr volume on disk to a zarr output against in-memory
     ``predictDense`` of the same volume, interleaved (median of ``--repeats``).  Blocks are the
-    net's tiles (the forward passes are those of ``predictDense``; each block reads its halo
-    and writes its chunk) and, second, the default block shape.
+    tiles of ``predictDense`` on this volume (those of the twin it builds: the forward passes
+    are the same; each block reads its halo and writes its chunk) and, second, the default
+    block shape.
 workers
     The same prediction on a dask ``LocalCluster`` of 1 worker against 2 workers, one thread
     and one OpenMP thread per worker (and 1 worker with the default, all cores' OpenMP threads),
@@ -84,10 +85,20 @@ def write_volume(path, shape, seed=0):
     return arr
 
 
-def tile_block(cnn):
-    """The net's tile (outputs of one predictDense tile) in (x, y, z): the aligned block."""
+def tile_block(cnn, raw=None):
+    """The outputs of one predictDense tile in (x, y, z): the aligned block.
+
+    With a volume ``raw``, the tile of predictDense on it: that of the twin it builds (see
+    ``elektronn.net.prednet``), else the net's own.
+    """
     from elektronn.net.prediction import _NetGeometry
 
+    if raw is not None:
+        cnn.__dict__.pop("_prediction_twins", None)
+        cnn.predictDense(raw, show_progress=False)
+        twins = cnn.__dict__.get("_prediction_twins")
+        if twins:
+            cnn = next(reversed(twins.values()))
     return tuple(a.tile_out for a in _NetGeometry.from_cnn(cnn).axes)
 
 
@@ -97,7 +108,7 @@ def run_overhead(cnn, tmp, volume, repeats):
 
     src = write_volume(tmp / "raw.zarr", volume)
     raw = src[:]
-    block = tile_block(cnn)
+    block = tile_block(cnn, raw)
     infos = {}
 
     def dense():

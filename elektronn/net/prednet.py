@@ -15,7 +15,8 @@ image with the fewest multiply-adds while the estimated memory of a forward pass
 the image size; set it to 0 to predict with the trained net itself.  A twin is built (in a
 fraction of a second) when a call's work is large (:data:`~elektronn.defaults.PREDICT_TWIN_MAC`
 multiply-adds or more), or when the same image geometry comes back, and is kept on the net
-(the last few).  Nets that cannot be replayed
+(the last few); a kept twin that needs at most a quarter more work serves other images too
+(the blocks at a volume's edge).  Nets that cannot be replayed
 (built from symbolic inputs, with shared weights, output layers or affinity layers, or with
 dropout switched on) are used as they are.
 
@@ -240,14 +241,21 @@ def twin_for(cnn, tiles, passes, n_pred):
     if n is None:
         return None
     direct = tiles * passes * arch.forward(tuple(int(s) for s in cnn.patch_size), mfp)[0]
-    twin_tiles = math.prod(-(-int(p) // (k * s))
-                           for p, k, s in zip(n_pred, n, arch.strides, strict=True))
-    work = twin_tiles * arch.forward(arch.input_size(n), [True] * len(mfp))[0]
-    if work > 0.8 * direct:
+
+    def work(n):  # multiply-adds of the twin with n outputs per fragment
+        return math.prod(-(-int(p) // (k * s)) for p, k, s in
+                         zip(n_pred, n, arch.strides, strict=True)) * \
+            arch.forward(arch.input_size(n), [True] * len(mfp))[0]
+
+    if work(n) > 0.8 * direct:
         return None
     twins = cnn.__dict__.setdefault("_prediction_twins", OrderedDict())
     seen = cnn.__dict__.setdefault("_prediction_seen", set())
     with _BUILD_LOCK:
+        # a kept twin that is nearly as good (e.g. for the smaller blocks at a volume's edge)
+        kept = min(twins, key=work, default=None)
+        if n not in twins and kept is not None and work(kept) <= 1.25 * work(n):
+            n = kept
         twin = twins.get(n)
         if twin is None:
             if direct < defaults.PREDICT_TWIN_MAC and (n, n_pred) not in seen:
@@ -259,8 +267,8 @@ def twin_for(cnn, tiles, passes, n_pred):
             with _quiet():
                 twin = _build(cnn, recipe, arch.input_size(n))
             logger.info("predictDense: built a twin of the net with input %s and MFP in every "
-                        "pooling layer (%.2f s): %d tiles instead of %d x %d passes",
-                        arch.input_size(n), time.perf_counter() - t0, twin_tiles, tiles, passes)
+                        "pooling layer (%.2f s): %.2g multiply-adds instead of %.2g",
+                        arch.input_size(n), time.perf_counter() - t0, work(n), direct)
         twins[n] = twin
         twins.move_to_end(n)
         while len(twins) > defaults.PREDICT_TWIN_KEEP:

@@ -174,3 +174,15 @@ def test_pickled_net_leaves_its_twins_behind(monkeypatch):
     copy = pickle.loads(pickle.dumps(cnn))  # noqa: S301  (our own net)
     assert "_prediction_twins" not in copy.__dict__
     np.testing.assert_array_equal(copy.predictDense(img, show_progress=False), ref)
+
+
+def test_a_kept_twin_serves_a_slightly_smaller_image(monkeypatch):
+    """The blocks at a volume's edge reuse the twin of the full blocks instead of a new one."""
+    monkeypatch.setattr(defaults, "PREDICT_TWIN_MAC", 0)
+    cnn = build(3)
+    cnn.predictDense(image(3, (64, 60, 9)), show_progress=False)
+    assert len(cnn._prediction_twins) == 1
+    edge = image(3, (60, 57, 9), seed=3)
+    np.testing.assert_array_equal(cnn.predictDense(edge, show_progress=False),
+                                  direct(cnn, edge, monkeypatch))
+    assert len(cnn._prediction_twins) == 1
