@@ -300,8 +300,13 @@ static void corr_fwd(const float *x, const float *w, const float *bias, int relu
  * x[b][c][p + offs[k]].  A register block of ov vectors of output channels by GRADW_NQ(ov)
  * pairs q keeps 24 or fewer accumulators over the chunk: per position ov + nq loads feed
  * ov * nq FMAs, and no lane ever needs a horizontal sum. */
+#if VW == 16  /* AVX-512: 32 vector registers */
 #define GRADW_OV 4                                  /* largest output vectors per block */
 #define GRADW_NQ(ov) ((ov) <= 2 ? 12 : (ov) == 3 ? 8 : 6)
+#else         /* 16 vector registers: ov * nq sums, ov loads and a broadcast */
+#define GRADW_OV 3
+#define GRADW_NQ(ov) ((ov) == 1 ? 12 : (ov) == 2 ? 6 : (ov) == 3 ? 4 : 3)
+#endif
 #define GRADW_NQ_MAX 12
 #ifndef GRADW_CHUNK_BYTES
 #define GRADW_CHUNK_BYTES 131072                    /* of transposed g per chunk: in L2 */
@@ -356,6 +361,9 @@ gradw_block(const int ov, const int nq, int nreal, const float *const *xq, const
         for (int v = 0; v < ov; v++) *(vf *)(acc + i * ocp + v * VW) = a[i * ov + v];
 }
 
+/* oc rounded up to a multiple of the vector width: the ocp of corr_gradw. */
+static int corr_gradw_pad(int oc) { return (oc + VW - 1) / VW * VW; }
+
 /* Floats of scratch corr_gradw needs for K = ic * nk (channel, tap) pairs (see acc there). */
 static long corr_gradw_scratch(long K, int ocp)
 {
@@ -391,7 +399,7 @@ static void corr_gradw(const float *x, const float *g, float *gw, float *acc, in
     const long per_ex = (n + chunk - 1) / chunk, items = bs * per_ex;
     const int nseg = items < GRADW_SEGMENTS ? (int)items : GRADW_SEGMENTS;
     memset(acc, 0, sizeof(float) * (size_t)(nseg * K * ocp));
-    float *tbuf = acc + (long)GRADW_SEGMENTS * K * ocp;  /* 64-byte aligned: K * ocp % 16 == 0 */
+    float *tbuf = acc + (long)GRADW_SEGMENTS * K * ocp;  /* aligned: 8 * K * ocp % 16 == 0 */
     const int big = (double)bs * n * K * ocp > PARALLEL_MIN_FMA;
 #pragma omp parallel for schedule(static) if (big)
     for (int s = 0; s < nseg; s++) {
@@ -585,7 +593,7 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
         break;
     }
     case GRAD_WEIGHTS: {
-        const int ocp = (int)((oc + 15) / 16 * 16);
+        const int ocp = corr_gradw_pad((int)oc);
         const size_t bytes = sizeof(float) * (size_t)corr_gradw_scratch(ic * nk, ocp);
         if ((ok = posix_memalign((void **)&s1, 64, bytes) == 0))
             corr_gradw(a, b, out, s1, (int)bs, (int)ic, (int)oc, ocp, nd, dims, odims, nk, offs);

@@ -303,7 +303,7 @@ def conv_grad_input(g, w):
 def corr_weights(x, g, kshape):
     """Kernel gradient of :func:`corr`: ``gw[o,c,k] = sum_{n,p} g[n,o,p] x[n,c,p+k]``.
 
-    The C kernel keeps the output channels (padded to a multiple of 16) in its vector lanes
+    The C kernel keeps the output channels (padded to the vector width) in its vector lanes
     (``corr_gradw`` in ``_conv_kernels.c``); with fewer than 16 channels most lanes would be
     padding, and ``corr_gradw_pos`` keeps positions in them instead, on ``g`` laid out on the
     input grid, where a plane has enough positions for that (at least 256 computed ones;
