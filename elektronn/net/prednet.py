@@ -253,7 +253,9 @@ def twin_for(cnn, tiles, passes, n_pred):
     seen = cnn.__dict__.setdefault("_prediction_seen", set())
     with _BUILD_LOCK:
         # a kept twin that is nearly as good (e.g. for the smaller blocks at a volume's edge)
-        kept = min(twins, key=work, default=None)
+        fits = [k for k in twins if 4 * arch.forward(arch.input_size(k), [True] * len(mfp))[1]
+                <= defaults.PREDICT_TWIN_BYTES]
+        kept = min(fits, key=work, default=None)
         if n not in twins and kept is not None and work(kept) <= 1.25 * work(n):
             n = kept
         twin = twins.get(n)
