@@ -26,6 +26,7 @@ class Arg:
 
     def __init__(self, name, shape, dtype, n_classes=None):
         self.name, self.shape, self.dtype, self.n_classes = name, tuple(shape), dtype, n_classes
+        self._numpy_dtype = np.dtype(dtype)
 
     def _describe(self):
         return "(" + ", ".join("any" if s is None else str(s) for s in self.shape) + ")"
@@ -39,8 +40,9 @@ class Arg:
                 f"{self.name} must have shape {self._describe()}, got an array of shape "
                 f"{value.shape}"
             )
-        if np.issubdtype(np.dtype(self.dtype), np.integer):
-            if not (np.issubdtype(value.dtype, np.integer) or value.dtype == bool):
+        kind = value.dtype.kind  # dtype kinds: b bool, i/u integers, f/c floating and complex
+        if self._numpy_dtype.kind in "iu":
+            if kind not in "biu":
                 raise ValueError(f"{self.name} must hold integers, got dtype {value.dtype}")
             if self.n_classes is not None and value.size and value.max() >= self.n_classes:
                 raise ValueError(
@@ -48,9 +50,9 @@ class Arg:
                     f"{self.n_classes} classes (0..{self.n_classes - 1}; negative labels are "
                     "ignored)"
                 )
-        elif not np.issubdtype(value.dtype, np.number) and value.dtype != bool:
+        elif kind not in "biufc":
             raise ValueError(f"{self.name} must be numeric, got dtype {value.dtype}")
-        return np.asarray(value, dtype=self.dtype, order="C")
+        return np.asarray(value, dtype=self._numpy_dtype, order="C")
 
 
 class CheckedFunction:

@@ -774,7 +774,7 @@ class MixedConvNN:
         if mode == "LBFGS":
             loss = inst = opt(*values)
         else:
-            loss, inst = opt(*values)
+            loss, inst = opt.call_converted(*values)
             if mode == "CG":
                 self.CG_timeline.extend(opt.last_timeline)
             if update_loss and mode in ("SGD", "RPROP"):

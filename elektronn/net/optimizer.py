@@ -30,8 +30,9 @@ SGD, Adam and RPROP compile one fused function that computes the loss, the gradi
 updates.  It also computes ``finite = isfinite(loss) & all(isfinite(gradients))``, and every
 update is wrapped as ``switch(finite, new, old)`` (:func:`~elektronn.net.updates.guard_updates`);
 in the ``"numpy"`` mode one :class:`~elektronn.ops.updates.FusedUpdate` node decides ``finite``
-the same way and only then updates every parameter and buffer in place.  A non-finite step therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP
-step sizes) exactly as they were.  CG and L-BFGS evaluate many points per call, so they copy
+the same way and only then updates every parameter and buffer in place.  A non-finite step
+therefore leaves parameters and optimiser state (momenta, Adam moments, RPROP step sizes)
+exactly as they were.  CG and L-BFGS evaluate many points per call, so they copy
 the parameters and their state at the start of a call and restore the copy when the final loss
 is not finite.  After a non-finite step the optimiser raises :class:`NonFiniteLossError`
 (``nan_policy="raise"``, the default) or warns with :class:`NonFiniteLossWarning`
@@ -299,6 +300,7 @@ class Optimizer:
             rng_updates = getattr(model, "_rng_updates", None)
         self._rng_updates = dict(rng_updates or {})
         self._inputs = [self.X, self.Y, *self.Y_aux]
+        self._input_types = None  # (dtype, static shape) per input, see _exact_inputs
 
     def _hyperparameters(self, optimizer_params):
         """The defaults of this optimiser updated by ``optimizer_params`` (keys checked)."""
@@ -471,6 +473,38 @@ class Optimizer:
         if not finite:
             self._non_finite(loss)
         return [loss, loss_instance]
+
+    def call_converted(self, *args):
+        """:meth:`__call__` for arguments already checked and converted by the caller.
+
+        ``MixedConvNN.trainingStep`` converts its arguments to the inputs' exact dtypes and
+        checks their shapes (:class:`~elektronn.net._functions.Arg`); when every argument is an
+        array of its input's dtype, rank and static shape, the compiled step skips PyTensor's
+        input validation (``trust_input``).  Anything else goes through :meth:`__call__`.
+        """
+        step = self.step
+        if step is None or not self._exact_inputs(args):
+            return self(*args)
+        step.trust_input = True
+        try:
+            return self(*args)
+        finally:
+            step.trust_input = False
+
+    def _exact_inputs(self, args):
+        """Whether ``args`` are arrays that PyTensor's input filter would pass unchanged."""
+        types = self._input_types
+        if types is None:
+            types = self._input_types = [(np.dtype(v.type.dtype), v.type.shape)
+                                         for v in self._inputs]
+        if len(args) != len(types):
+            return False
+        for value, (dtype, shape) in zip(args, types, strict=True):
+            if (type(value) is not np.ndarray or value.dtype != dtype
+                    or value.ndim != len(shape) or not value.flags.aligned
+                    or any(s is not None and s != n for s, n in zip(shape, value.shape))):
+                return False
+        return True
 
     # -- non-finite handling --
 

@@ -221,6 +221,7 @@ def update_sgd(loss, grads, updated, lr, mu, wd):
     """
     if not step_finite(loss, grads):
         return False
+    lr, mu, wd = np.float32(lr), np.float32(mu), np.float32(wd)
     k, lrwd = len(grads), lr * wd
     with np.errstate(all="ignore"):
         for g, p, v in zip(grads, updated[:k], updated[k:], strict=True):

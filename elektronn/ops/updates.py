@@ -189,42 +189,51 @@ def _c_function(lib, rule):
     return fn
 
 
-class _KernelArgs:
-    """The C kernel's pointer and size arrays for one list of updated arrays.
+class _KernelStep:
+    """The C kernel's call for one list of updated arrays, kept between steps.
 
     The parameters and buffers are updated in place, so the same arrays come back at every
-    step: their pointers are kept.  Gradients of up to :data:`_GATHER_MAX` elements in all are
-    copied into one buffer (one numpy call, which also makes transposed gradients
-    contiguous), whose pointers are kept too; larger ones are passed one by one.
+    step: their pointers and sizes are kept, and a step only checks that the arrays are the
+    same ones (:meth:`fits`).  Gradients of up to :data:`_GATHER_MAX` elements in all are copied
+    into one buffer (one numpy call, which also makes transposed gradients contiguous) whose
+    pointers are kept too; larger ones are passed one by one.
     """
 
-    def __init__(self, k, updated):
+    def __init__(self, lib, rule, grads, updated):
+        k = len(grads)
+        self.rule, self.k, self.fn = rule, k, _c_function(lib, rule)
         self.arrays = tuple(updated)
         self.shapes = [a.shape for a in updated[:k]]
         sizes = [a.size for a in updated[:k]]
-        self.usable = all(a.dtype == np.float32 and a.flags.c_contiguous and a.flags.aligned
-                          and a.flags.writeable for a in updated)
         self.gathered = np.empty(sum(sizes), np.float32) if sum(sizes) <= _GATHER_MAX else None
-        grads = [0] * k
+        grad_pointers = [0] * k
         if self.gathered is not None:
             start = _kernels._ptr(self.gathered)
-            grads = [start + 4 * o for o in np.cumsum([0, *sizes[:-1]], dtype=np.int64).tolist()]
+            offsets = np.cumsum([0, *sizes[:-1]], dtype=np.int64).tolist()
+            grad_pointers = [start + 4 * o for o in offsets]
         self.pointers = (ctypes.c_void_p * (k + len(updated)))(
-            *grads, *(map(_kernels._ptr, updated) if self.usable else [0] * len(updated)))
+            *grad_pointers, *map(_kernels._ptr, updated))
         self.sizes = (ctypes.c_long * k)(*sizes)
+
+    @staticmethod
+    def usable(updated):
+        return all(a.dtype == np.float32 and a.flags.c_contiguous and a.flags.aligned
+                   and a.flags.writeable for a in updated)
 
     def fits(self, updated):
         return len(updated) == len(self.arrays) and all(map(is_, updated, self.arrays))
 
-    def gradient_pointers(self, grads):
-        """Fill in the gradients' pointers; return what must stay alive during the call."""
+    def __call__(self, loss, grads, scalars):
+        """Run the kernel with the float32 ``scalars`` of its rule; return the finite flag."""
+        if [g.shape for g in grads] != self.shapes:
+            _check_shapes(self.rule, grads, self.arrays)
         if self.gathered is not None:
             np.concatenate(grads, axis=None, out=self.gathered)
-            return None
-        grads = [np.ascontiguousarray(g) for g in grads]
-        for j, g in enumerate(grads):
-            self.pointers[j] = _kernels._ptr(g)
-        return grads
+        else:
+            grads = [np.ascontiguousarray(g) for g in grads]  # alive through the call
+            for j, g in enumerate(grads):
+                self.pointers[j] = _kernels._ptr(g)
+        return bool(self.fn(float(loss), self.k, self.pointers, self.sizes, *scalars))
 
 
 def _check_shapes(rule, grads, updated):
@@ -235,6 +244,19 @@ def _check_shapes(rule, grads, updated):
                              f"{array.shape}, its gradient {grads[j % k].shape}")
 
 
+def _scalars(rule, hyperparameters, t):
+    """The kernel's float32 scalars for ``rule`` (and Adam's new ``t``)."""
+    if rule == "sgd":
+        return [float(h) for h in hyperparameters], None
+    hyper = [np.float32(h) for h in hyperparameters]
+    if rule == "rprop":
+        return [*hyper, *_RPROP_CONSTANTS], None
+    lr, b1, b2, eps = hyper
+    new_t = t + _ONE
+    step = lr * np.sqrt(_ONE - b2 ** new_t) / (_ONE - b1 ** new_t)
+    return [np.float32(step), b1, _ONE - b1, b2, _ONE - b2, eps], new_t
+
+
 def apply_update(rule, loss, grads, updated, hyperparameters, cache=None):
     """Run one guarded step of ``rule`` in place; return whether it was finite.
 
@@ -242,48 +264,35 @@ def apply_update(rule, loss, grads, updated, hyperparameters, cache=None):
     ----------
     rule : {"sgd", "adam", "rprop"}
     loss : float or 0-d array
-    grads : list of float32 arrays
-    updated : list of float32 arrays
+    grads : sequence of float32 arrays
+    updated : sequence of float32 arrays
         The parameters, then the buffers grouped by kind, then (Adam) the 0-d step counter;
         updated in place when the step is finite, untouched otherwise.
-    hyperparameters : list of numbers
+    hyperparameters : sequence of numbers
         In the order of :data:`RULES`.
     cache : dict, optional
-        Kept by the caller between calls (the C kernel's arguments for the same arrays).
+        Kept by the caller between calls (the C kernel's call for the same arrays).
 
     Returns
     -------
     bool
     """
-    k = len(grads)
     t = None
     if rule == "adam":
         t, updated = updated[-1], updated[:-1]
-    lib = _kernels.kernel_library()
-    args = None if lib is None else (cache or {}).get("args")
-    if args is None or not args.fits(updated):
+    scalars, new_t = _scalars(rule, hyperparameters, t)
+    step = cache.get("step") if cache else None
+    if step is None or not step.fits(updated) or not _kernels.use_c_kernels:
         _check_shapes(rule, grads, updated)
-        if lib is not None:
-            args = _KernelArgs(k, updated)
-            if cache is not None:
-                cache["args"] = args
+        lib = _kernels.kernel_library()
+        step = (_KernelStep(lib, rule, grads, updated)
+                if lib is not None and _KernelStep.usable(updated) else None)
+        if cache is not None:
+            cache["step"] = step
+    if step is not None:
+        finite = step(loss, grads, scalars)
     else:
-        for g, shape in zip(grads, args.shapes, strict=True):
-            if g.shape != shape:
-                _check_shapes(rule, grads, updated)
-    hyper = [np.float32(h) for h in hyperparameters]
-    if rule == "adam":
-        lr, b1, b2, eps = hyper
-        new_t = t + _ONE
-        step = lr * np.sqrt(_ONE - b2 ** new_t) / (_ONE - b1 ** new_t)
-        hyper = [np.float32(step), b1, _ONE - b1, b2, _ONE - b2, eps]
-    elif rule == "rprop":
-        hyper += _RPROP_CONSTANTS
-    if args is not None and args.usable:
-        alive = args.gradient_pointers(grads)  # noqa: F841  (kept through the call)
-        finite = bool(_c_function(lib, rule)(float(loss), k, args.pointers, args.sizes, *hyper))
-    else:
-        finite = getattr(numpy_kernels, f"update_{rule}")(loss, grads, updated, *hyper)
+        finite = getattr(numpy_kernels, f"update_{rule}")(loss, grads, updated, *scalars)
     if finite and t is not None:
         t[...] = new_t
     return finite

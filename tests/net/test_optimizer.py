@@ -856,3 +856,41 @@ def test_jax_mode_keeps_the_symbolic_step(rng):
     assert opt.step.maker.linker.__class__.__name__ == "JAXLinker"
     assert "FusedUpdate" not in _step_ops(opt)
     opt(probe_input(rng), DUMMY_Y)
+
+
+# --- the step called with converted arguments (MixedConvNN.trainingStep) ---------------------
+
+
+def test_call_converted_steps_like_call(rng):
+    seed = int(rng.integers(1 << 30))
+    models = [probe_model(np.random.default_rng(seed)) for _ in range(2)]
+    opts = [compileSGD({"LR": 0.1, "momentum": 0.9}, m) for m in models]
+    for _ in range(3):
+        g = probe_input(rng)
+        a = opts[0](g, DUMMY_Y)
+        b = opts[1].call_converted(g, DUMMY_Y)
+        assert a[0] == b[0] and isinstance(b[0], np.float32)
+        assert opts[1].step.trust_input is False
+    for p, q in zip(values(models[0]), values(models[1]), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_call_converted_validates_what_it_cannot_trust(rng):
+    """Arguments of another dtype, rank or static shape take PyTensor's checked path."""
+    opt = compileSGD({"LR": 0.1, "momentum": 0.9}, probe_model(rng))
+    before = [p.get_value() for p in opt.params]
+    for bad in (probe_input(rng).astype(np.float64), probe_input(rng)[None]):
+        assert not opt._exact_inputs((bad, DUMMY_Y))
+        with pytest.raises(TypeError):
+            opt.call_converted(bad, DUMMY_Y)
+        assert opt.step.trust_input is False
+    for p, b in zip(opt.params, before, strict=True):
+        np.testing.assert_array_equal(p.get_value(), b)
+    listed = probe_input(rng).tolist()  # converted by PyTensor's filter, as by __call__
+    assert not opt._exact_inputs((listed, DUMMY_Y))
+    loss = opt.call_converted(listed, DUMMY_Y)[0]
+    np.testing.assert_allclose(loss, np.float32(listed) @ np.concatenate(
+        [b.ravel() for b in before]), rtol=1e-5)
+    with pytest.raises(NonFiniteLossError):  # the trusted path keeps the guard
+        opt.call_converted(np.full(N_PROBE, np.nan, np.float32), DUMMY_Y)
+    assert opt.step.trust_input is False
