@@ -30,7 +30,9 @@
 #endif
 #endif
 #define BLOCK_VECTORS 24  /* largest OB * NV, OBW * NVW */
+#ifndef PARALLEL_MIN_FMA
 #define PARALLEL_MIN_FMA 4e6
+#endif
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
@@ -541,9 +543,14 @@ static void corr_gradw_pos(const float *x, const float *ge, float *gw, int bs, i
  *                 a = x (bs, ic, *dims), b = g (bs, oc, *odims) -> out = gw (oc, ic, nk), with
  *                 the output channels (corr_gradw) or the positions (corr_gradw_pos) in the
  *                 vector lanes
+ * With flip set, the taps of the filters w of CORR, and of the result gw, are in reverse order:
+ * the kernels flipped in every spatial axis (as a true convolution uses them).
  * The scratch memory is allocated here; 0 is returned, or -1 when it could not be (out is then
  * left unset). */
-enum { PLAN_KIND, PLAN_BS, PLAN_IC, PLAN_OC, PLAN_NK, PLAN_ND, PLAN_MERGED, PLAN_RELU, PLAN_HEAD };
+enum {
+    PLAN_KIND, PLAN_BS, PLAN_IC, PLAN_OC, PLAN_NK, PLAN_ND, PLAN_MERGED, PLAN_RELU, PLAN_FLIP,
+    PLAN_HEAD
+};
 enum { CORR, GRAD_INPUT, GRAD_WEIGHTS, GRAD_WEIGHTS_POS };
 
 int conv_plan_head(void) { return PLAN_HEAD; }
@@ -553,6 +560,7 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
     const long kind = plan[PLAN_KIND], bs = plan[PLAN_BS], ic = plan[PLAN_IC];
     const long oc = plan[PLAN_OC], merged = plan[PLAN_MERGED];
     const int nk = (int)plan[PLAN_NK], nd = (int)plan[PLAN_ND], relu = (int)plan[PLAN_RELU];
+    const int flip = (int)plan[PLAN_FLIP];
     const long *offs = plan + PLAN_HEAD, *dims = offs + nk, *odims = dims + nd;
     const long last = offs[nk - 1];
     long P = 1;
@@ -562,13 +570,18 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
     switch (kind) {
     case CORR:
         ok = (wpack = malloc(sizeof(float) * (size_t)((oc + OBW) * ic * nk))) != NULL;
+        if (ok && flip) {
+            ok = (s2 = malloc(sizeof(float) * (size_t)(oc * ic * nk))) != NULL;
+            for (long r = 0; ok && r < oc * ic; r++)
+                for (int k = 0; k < nk; k++) s2[r * nk + k] = b[r * nk + nk - 1 - k];
+        }
         if (ok && merged) {  /* (bs, ic, P) -> (ic, bs * P) */
             ok = (s1 = malloc(sizeof(float) * (size_t)(ic * bs * P))) != NULL;
             for (long e = 0; ok && e < bs * ic; e++)
                 memcpy(s1 + (e % ic * bs + e / ic) * P, a + e * P, sizeof(float) * (size_t)P);
         }
         if (ok)
-            corr_fwd(merged ? s1 : a, b, bias, relu, out, wpack, merged ? 1 : (int)bs, (int)ic,
+            corr_fwd(merged ? s1 : a, flip ? s2 : b, bias, relu, out, wpack, merged ? 1 : (int)bs, (int)ic,
                      (int)oc, merged ? bs * P : P, nk, offs, (merged ? bs * P : P) - last, nd,
                      dims, odims, 0, P);
         break;
@@ -608,6 +621,13 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
     default:
         ok = 0;
     }
+    if (ok && flip && (kind == GRAD_WEIGHTS || kind == GRAD_WEIGHTS_POS))
+        for (long r = 0; r < oc * ic; r++)
+            for (int k = 0; k < nk / 2; k++) {
+                const float t = out[r * nk + k];
+                out[r * nk + k] = out[r * nk + nk - 1 - k];
+                out[r * nk + nk - 1 - k] = t;
+            }
     free(s1);
     free(s2);
     free(wpack);

@@ -120,7 +120,7 @@ def kernel_library():
 # Convolutions: one call of ``conv`` in _conv_kernels.c per Op, with the geometry in a plan: C
 # longs that hold the fields of _PLAN_HEAD, the tap offsets on the flattened input grid, the
 # input dims and the output dims (see ``conv`` there).  Plans are built once per shape.
-_PLAN_HEAD = ("kind", "bs", "ic", "oc", "nk", "nd", "merged", "relu")
+_PLAN_HEAD = ("kind", "bs", "ic", "oc", "nk", "nd", "merged", "relu", "flip")
 _CORR, _GRAD_INPUT, _GRAD_WEIGHTS, _GRAD_WEIGHTS_POS = range(4)
 _LONG = np.dtype(f"i{ctypes.sizeof(ctypes.c_long)}")
 
@@ -146,11 +146,11 @@ def _offsets(spatial, kshape):
     return [sum(i * s for i, s in zip(k, strides)) for k in np.ndindex(*kshape)]
 
 
-def _conv_plan(kind, bs, ic, oc, spatial, kshape, merged=False, relu=False):
+def _conv_plan(kind, bs, ic, oc, spatial, kshape, merged=False, relu=False, flip=False):
     """The plan of ``conv`` for the input grid ``spatial`` and kernel ``kshape``."""
     nd = len(spatial)
     ospatial = tuple(s - k + 1 for s, k in zip(spatial, kshape))
-    head = (kind, bs, ic, oc, math.prod(kshape), nd, int(merged), int(relu))
+    head = (kind, bs, ic, oc, math.prod(kshape), nd, int(merged), int(relu), int(flip))
     out = {_CORR: (bs, oc) + ospatial, _GRAD_INPUT: (bs, oc) + spatial}.get(kind, (oc, ic) + kshape)
     return _make_plan([*head, *_offsets(spatial, kshape), *spatial, *ospatial], out)
 
@@ -166,14 +166,14 @@ def _kernel_fits(spatial, kshape):
 
 
 @functools.lru_cache(maxsize=512)
-def _corr_plan(lib, xshape, wshape, relu):
+def _corr_plan(lib, xshape, wshape, relu, flip):
     """Plan of :func:`corr` (the library decides the register blocks, so it is in the key)."""
     _require(len(xshape) > 2 and xshape[1] == wshape[1] and _kernel_fits(xshape[2:], wshape[2:]),
              "corr", xshape, wshape)
     (bs, ic), sp = xshape[:2], xshape[2:]
     oc, ksh = wshape[0], wshape[2:]
     merged = _merged(bs, math.prod(sp), _offsets(sp, ksh)[-1], lib.corr_block(oc))
-    return _conv_plan(_CORR, bs, ic, oc, sp, ksh, merged, relu)
+    return _conv_plan(_CORR, bs, ic, oc, sp, ksh, merged, relu, flip)
 
 
 @functools.lru_cache(maxsize=512)
@@ -188,7 +188,7 @@ def _grad_input_plan(lib, gshape, wshape):
 
 
 @functools.lru_cache(maxsize=512)
-def _grad_weights_plan(xshape, gshape, kshape):
+def _grad_weights_plan(xshape, gshape, kshape, flip):
     """Plan of :func:`corr_weights`."""
     sp = xshape[2:]
     _require(len(xshape) > 2 and len(gshape) == len(xshape) and xshape[0] == gshape[0] and
@@ -198,7 +198,7 @@ def _grad_weights_plan(xshape, gshape, kshape):
     bs, ic, oc = xshape[0], xshape[1], gshape[1]
     positions = math.prod(sp) - _offsets(sp, kshape)[-1]
     kind = _GRAD_WEIGHTS_POS if oc < 16 and positions >= 256 else _GRAD_WEIGHTS
-    return _conv_plan(kind, bs, ic, oc, sp, kshape)
+    return _conv_plan(kind, bs, ic, oc, sp, kshape, flip=flip)
 
 
 def _clear_plans():
@@ -240,6 +240,11 @@ def _merged(bs, plane, last_offset, block):
     return merged < separate
 
 
+def _flipped(w):
+    """``w`` (``(channels, channels, *kernel)``) flipped in every kernel axis (a view)."""
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
 def _run(lib, plan, a, b, bias, out):
     """Call ``conv`` of ``lib`` with ``plan`` on the arrays ``a, b, out`` and ``bias`` (an address
     or ``None``); return ``out``."""
@@ -248,7 +253,7 @@ def _run(lib, plan, a, b, bias, out):
     return out
 
 
-def corr(x, w, b=None, relu=False):
+def corr(x, w, b=None, relu=False, flip=False):
     """Valid cross-correlation ``y[n,o,p] = sum_{c,k} w[o,c,k] x[n,c,p+k]`` (float32).
 
     Parameters
@@ -261,6 +266,9 @@ def corr(x, w, b=None, relu=False):
         ``(out_channels,)``: added to every output of channel ``o`` (``y[n,o,p] += b[o]``).
     relu : bool
         Then replace negative outputs by 0 (NaN stays NaN).
+    flip : bool
+        ``w`` holds the kernels flipped in every spatial axis (a true convolution with ``w``):
+        no flipped copy is made.
 
     Returns
     -------
@@ -273,13 +281,13 @@ def corr(x, w, b=None, relu=False):
             raise ValueError(f"bias of shape {b.shape} does not match filters of shape {w.shape}")
     lib = kernel_library()
     if lib is None:
-        y = numpy_kernels.corr(x, w)
+        y = numpy_kernels.corr(x, _flipped(w) if flip else w)
         if b is not None:
             y += b.reshape((-1,) + (1,) * (y.ndim - 2))
         return np.maximum(y, 0, out=y) if relu else y
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
-    plan = _corr_plan(lib, x.shape, w.shape, bool(relu))
+    plan = _corr_plan(lib, x.shape, w.shape, bool(relu), bool(flip))
     y = np.empty(plan.shape, dtype=np.float32)
     return _run(lib, plan, x, w, None if b is None else _ptr(b), y)
 
@@ -300,21 +308,23 @@ def conv_grad_input(g, w):
     return _run(lib, plan, g, w, None, np.empty(plan.shape, dtype=np.float32))
 
 
-def corr_weights(x, g, kshape):
+def corr_weights(x, g, kshape, flip=False):
     """Kernel gradient of :func:`corr`: ``gw[o,c,k] = sum_{n,p} g[n,o,p] x[n,c,p+k]``.
 
     The C kernel keeps the output channels (padded to the vector width) in its vector lanes
     (``corr_gradw`` in ``_conv_kernels.c``); with fewer than 16 channels most lanes would be
     padding, and ``corr_gradw_pos`` keeps positions in them instead, on ``g`` laid out on the
     input grid, where a plane has enough positions for that (at least 256 computed ones;
-    measured 1.5-4x faster there, slower on smaller planes).
+    measured 1.5-4x faster there, slower on smaller planes).  With ``flip`` the result is
+    flipped in every spatial axis (the gradient of a true convolution's kernels).
     """
     lib = kernel_library()
     if lib is None:
-        return numpy_kernels.corr_weights(x, g, kshape)
+        gw = numpy_kernels.corr_weights(x, g, kshape)
+        return np.ascontiguousarray(_flipped(gw)) if flip else gw
     x = np.ascontiguousarray(x, dtype=np.float32)
     g = np.ascontiguousarray(g, dtype=np.float32)
-    plan = _grad_weights_plan(x.shape, g.shape, tuple(int(k) for k in kshape))
+    plan = _grad_weights_plan(x.shape, g.shape, tuple(int(k) for k in kshape), bool(flip))
     return _run(lib, plan, x, g, None, np.empty(plan.shape, dtype=np.float32))
 
 

@@ -21,7 +21,9 @@
  */
 #include <math.h>
 
+#ifndef PARALLEL_MIN_ELEMS
 #define PARALLEL_MIN_ELEMS 1e6  /* input elements below which pooling stays on one thread */
+#endif
 #define B 8                     /* outputs per vector block */
 
 typedef float v8 __attribute__((vector_size(32)));

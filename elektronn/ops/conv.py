@@ -11,7 +11,6 @@ its results are stored; the ``"numpy"`` mode substitutes it for ``conv + bias`` 
 after gradients were taken (see :mod:`elektronn.ops.fusion`).
 """
 
-import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
@@ -21,10 +20,6 @@ from elektronn.ops import _kernels
 from elektronn.ops._common import as_float32, check_ndim
 
 __all__ = ["Conv", "ConvBiasAct", "ConvGradInput", "ConvGradWeights", "conv", "conv2d", "conv3d"]
-
-
-def _flip(w, nd):
-    return w[(Ellipsis,) + (slice(None, None, -1),) * nd]
 
 
 def _check_channels(name_a, a, name_b, b):
@@ -83,7 +78,7 @@ class Conv(Op):
     def perform(self, node, inputs, output_storage):
         x, w = inputs
         _check_fit(x, w)
-        output_storage[0][0] = _kernels.corr(x, _flip(w, x.ndim - 2))
+        output_storage[0][0] = _kernels.corr(x, w, flip=True)
 
     def infer_shape(self, fgraph, node, shapes):
         return [_out_shape(*shapes)]
@@ -135,8 +130,7 @@ class ConvBiasAct(Op):
     def perform(self, node, inputs, output_storage):
         x, w, b = inputs
         _check_fit(x, w)
-        output_storage[0][0] = _kernels.corr(
-            x, _flip(w, x.ndim - 2), b, relu=self.activation == "relu")
+        output_storage[0][0] = _kernels.corr(x, w, b, relu=self.activation == "relu", flip=True)
 
     def infer_shape(self, fgraph, node, shapes):
         return [_out_shape(*shapes[:2])]
@@ -202,8 +196,7 @@ class ConvGradWeights(Op):
         if x.shape[0] != g.shape[0] or any(o > s for s, o in zip(x.shape[2:], g.shape[2:])):
             raise ValueError(f"output gradient {g.shape} does not match input {x.shape}")
         kshape = tuple(s - o + 1 for s, o in zip(x.shape[2:], g.shape[2:]))
-        gw = _kernels.corr_weights(x, g, kshape)
-        output_storage[0][0] = np.ascontiguousarray(_flip(gw, x.ndim - 2))
+        output_storage[0][0] = _kernels.corr_weights(x, g, kshape, flip=True)
 
     def infer_shape(self, fgraph, node, shapes):
         xs, gs = shapes

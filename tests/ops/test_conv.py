@@ -178,6 +178,31 @@ def test_kernels_take_any_layout_and_dtype(c_kernels, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("merged", [False, True])
+@pytest.mark.parametrize("sp, k", [((9, 11), (3, 2)), ((5, 8, 7), (2, 3, 4)), ((300,), (5,))])
+def test_kernels_flip(c_kernels, rng, force_batch_layout, merged, sp, k):
+    """``flip=True``: the filters are read, and the filter gradient is written, flipped in every
+    spatial axis, with the results of flipped copies (the numpy fallback too)."""
+    force_batch_layout(merged)
+    x = rng.standard_normal((3, 2, *sp)).astype(np.float32)
+    w = rng.standard_normal((4, 2, *k)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * len(k)
+    y = _kernels.corr(x, w, b, relu=True, flip=True)
+    np.testing.assert_array_equal(y, _kernels.corr(x, w[flip], b, relu=True))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw = _kernels.corr_weights(x, g, k, flip=True)
+    np.testing.assert_array_equal(gw, _kernels.corr_weights(x, g, k)[flip])
+    assert gw.flags.c_contiguous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_kernels, "kernel_library", lambda: None)
+        np.testing.assert_allclose(_kernels.corr(x, w, b, relu=True, flip=True), y,
+                                   rtol=1e-4, atol=1e-4)
+        fallback = _kernels.corr_weights(x, g, k, flip=True)
+        np.testing.assert_allclose(fallback, gw, rtol=1e-4, atol=1e-3)
+        assert fallback.flags.c_contiguous
+
+
 def test_kernel_shape_errors(c_kernels):
     """Shapes that do not fit are a ValueError before any kernel runs."""
     x, w = np.zeros((2, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32)
