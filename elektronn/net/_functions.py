@@ -33,9 +33,9 @@ class Arg:
 
     def convert(self, value):
         value = np.asarray(value)
-        if value.ndim != len(self.shape) or any(
+        if value.shape != self.shape and (value.ndim != len(self.shape) or any(
             e is not None and e != s for e, s in zip(self.shape, value.shape)
-        ):
+        )):
             raise ValueError(
                 f"{self.name} must have shape {self._describe()}, got an array of shape "
                 f"{value.shape}"

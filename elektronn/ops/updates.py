@@ -36,7 +36,7 @@ Examples
 """
 
 import ctypes
-from operator import is_
+import weakref
 
 import numpy as np
 import pytensor.tensor as pt
@@ -202,7 +202,7 @@ class _KernelStep:
     def __init__(self, lib, rule, grads, updated):
         k = len(grads)
         self.rule, self.k, self.fn = rule, k, _c_function(lib, rule)
-        self.arrays = tuple(updated)
+        self.arrays = [weakref.ref(a) for a in updated]  # no old parameters kept alive
         self.shapes = [a.shape for a in updated[:k]]
         sizes = [a.size for a in updated[:k]]
         self.gathered = np.empty(sum(sizes), np.float32) if sum(sizes) <= _GATHER_MAX else None
@@ -221,12 +221,13 @@ class _KernelStep:
                    and a.flags.writeable for a in updated)
 
     def fits(self, updated):
-        return len(updated) == len(self.arrays) and all(map(is_, updated, self.arrays))
+        return len(updated) == len(self.arrays) and all(
+            a is ref() for a, ref in zip(updated, self.arrays, strict=True))
 
     def __call__(self, loss, grads, scalars):
         """Run the kernel with the float32 ``scalars`` of its rule; return the finite flag."""
         if [g.shape for g in grads] != self.shapes:
-            _check_shapes(self.rule, grads, self.arrays)
+            _check_shapes(self.rule, grads, [ref() for ref in self.arrays])
         if self.gathered is not None:
             np.concatenate(grads, axis=None, out=self.gathered)
         else:

@@ -223,3 +223,16 @@ def test_op_pickles_without_its_cache(rng):
     op._cache["args"] = object()
     clone = pickle.loads(pickle.dumps(op))
     assert clone == op and clone._cache == {}
+
+
+def test_cache_keeps_no_replaced_array_alive(kernels):
+    import weakref
+
+    cache, v = {}, np.zeros(5, F)
+    p = np.ones(5, F)
+    apply_update("sgd", F(1), [np.ones(5, F)], [p, v], [0.5, 0.0, 0.0], cache)
+    gone = weakref.ref(p)
+    p = np.ones(5, F)
+    assert gone() is None
+    apply_update("sgd", F(1), [np.ones(5, F)], [p, v], [0.5, 0.0, 0.0], cache)
+    np.testing.assert_array_equal(p, np.full(5, 0.5, F))
