@@ -6,7 +6,9 @@ gradient, and a numpy reference in :mod:`elektronn.ops.reference`.  Convolution,
 MFP run on compiled C kernels (:mod:`elektronn.ops._kernels`); :mod:`elektronn.ops.jax_dispatch`
 holds JAX implementations of every Op for PyTensor's JAX mode (GPU).  In the default
 ``"numpy"`` mode, :mod:`elektronn.ops.fusion` moves a conv layer's bias and relu into its
-convolution after differentiation (:class:`ConvBiasAct`, the one Op without a gradient).
+convolution after differentiation (:class:`ConvBiasAct`, the one Op without a gradient), and
+the optimisers run their guarded update as one in-place :class:`FusedUpdate` node (no gradient
+and no JAX implementation: the JAX mode keeps the symbolic update rules).
 
 Importing this package registers the JAX implementations with PyTensor's ``jax_funcify``
 without importing JAX: a graph rewrite in PyTensor's ``"jax"`` rewrite database, which only
@@ -41,6 +43,7 @@ from elektronn.ops.mfp import (
     max_fragment_pool,
 )
 from elektronn.ops.pool import Pool, PoolGrad, maxout, pool
+from elektronn.ops.updates import FusedUpdate, fused_updates
 
 __all__ = [
     "Conv",
@@ -61,6 +64,8 @@ __all__ = [
     "DenseToFragments",
     "fragments_to_dense",
     "fragment_offsets",
+    "FusedUpdate",
+    "fused_updates",
 ]
 
 
