@@ -175,27 +175,48 @@ static void embed(const float *g, float *buf, int bs, int c, int merged, long le
 }
 
 /* One register block of corr_fwd: tmp[j][i] = sum_{c,t} wq[c*nk+tap[t]][j] * xb[c][i + toffs[t]]
- * over the nt taps listed, for ob_size output channels j and VW * nv positions i (both
- * constants once inlined). */
+ * over the nt taps listed, for no output channels j (of the ws packed per weight row) and
+ * VW * nv positions i (ws, no and nv constants once inlined). */
 static inline __attribute__((always_inline)) void
-corr_block_fma(const int ob_size, const int nv, const float *xb, const float *wq, long xs,
-               int ic, int nk, int nt, const int *tap, const long *toffs, float *tmp)
+corr_block_fma(const int ws, const int no, const int nv, const float *xb, const float *wq,
+               long xs, int ic, int nk, int nt, const int *tap, const long *toffs, float *tmp)
 {
     vf acc[BLOCK_VECTORS];
-    for (int i = 0; i < ob_size * nv; i++) acc[i] = (vf){0};
-    for (int c = 0; c < ic; c++, wq += (long)nk * ob_size) {
+    for (int i = 0; i < no * nv; i++) acc[i] = (vf){0};
+    for (int c = 0; c < ic; c++, wq += (long)nk * ws) {
         const float *xc = xb + (long)c * xs;
         for (int t = 0; t < nt; t++) {
-            const float *wt = wq + tap[t] * ob_size;
+            const float *wt = wq + tap[t] * ws;
             vf xv[BLOCK_VECTORS];
             for (int v = 0; v < nv; v++) xv[v] = loadu(xc + toffs[t] + v * VW);
-            for (int j = 0; j < ob_size; j++) {
+            for (int j = 0; j < no; j++) {
                 const vf wv = splat(wt + j);
                 for (int v = 0; v < nv; v++) acc[j * nv + v] += wv * xv[v];
             }
         }
     }
-    for (int i = 0; i < ob_size * nv; i++) storeu(tmp + i * VW, acc[i]);
+    for (int i = 0; i < no * nv; i++) storeu(tmp + i * VW, acc[i]);
+}
+
+/* corr_block_fma for a block of no <= ws output channels: the last block of a layer whose
+ * channels are not a multiple of ws computes only its real ones (no FMAs on padding). */
+static inline __attribute__((always_inline)) void
+corr_block_some(const int ws, const int nv, int no, const float *xb, const float *wq, long xs,
+                int ic, int nk, int nt, const int *tap, const long *toffs, float *tmp)
+{
+#define CORR_BLOCK_CASE(NO)                                                                   \
+    case NO:                                                                                  \
+        if (ws > NO) {                                                                        \
+            corr_block_fma(ws, NO, nv, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);              \
+            return;                                                                           \
+        }                                                                                     \
+        break;
+    switch (no) {
+    CORR_BLOCK_CASE(1) CORR_BLOCK_CASE(2) CORR_BLOCK_CASE(3) CORR_BLOCK_CASE(4)
+    CORR_BLOCK_CASE(5) CORR_BLOCK_CASE(6) CORR_BLOCK_CASE(7)
+    }
+#undef CORR_BLOCK_CASE
+    corr_block_fma(ws, ws, nv, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
 }
 
 /* Whether x[i] for some i in [s, s + len) may be nonzero, when only the first band positions
@@ -266,12 +287,12 @@ static void corr_fwd(const float *x, const float *w, const float *bias, int relu
             tap = some;
             toffs = some_offs;
         }
-        float tmp[BLOCK_VECTORS * VW];  /* [ob_size][pb] */
-        if (wd)
-            corr_block_fma(OBW, NVW, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
-        else
-            corr_block_fma(OB, NV, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
+        float tmp[BLOCK_VECTORS * VW];  /* [no][pb] */
         const int no = oc - ob * ob_size < ob_size ? oc - ob * ob_size : ob_size;
+        if (wd)
+            corr_block_some(OBW, NVW, no, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
+        else
+            corr_block_some(OB, NV, no, xb, wq, xs, ic, nk, nt, tap, toffs, tmp);
         scatter(&gm, tmp, pb, no, y, oc, ob * ob_size, b * gm.P + p, pb, bias, relu);
     }
     if (nfull)
