@@ -149,13 +149,21 @@ static void scatter(const geom *g, const float *tmp, int ldt, int no, float *y, 
 /* Lay g: (bs, c, prod(odims)) out on the grid dims, zero wherever a coordinate is outside
  * odims, behind lead zeros: buf holds bs * c rows of lead + P floats, stride floats apart, or
  * with the examples side by side when merged, c rows of lead + bs * P.  The padding of rows
- * to stride is left alone.  One pass over buf, the (example, channel) planes in parallel. */
-static void embed(const float *g, float *buf, int bs, int c, int merged, long lead, long stride,
-           int nd, const long *dims, const long *odims)
+ * to stride is left alone.  One pass over buf, the (example, channel) planes in parallel.
+ * Returns 0, or -1 when out of memory. */
+static int embed(const float *g, float *buf, int bs, int c, int merged, long lead, long stride,
+                 int nd, const long *dims, const long *odims)
 {
     const geom gm = make_geom(nd, dims, odims);
     const long w = dims[nd - 1], ow = odims[nd - 1], rows = gm.P / w;
     const int big = (double)bs * c * gm.P > PARALLEL_MIN_FMA / 16;
+    long *orow = malloc(sizeof(long) * (size_t)rows);  /* where row r starts in g, or -1 */
+    if (!orow)
+        return -1;
+    for (long r = 0; r < rows; r++) {
+        long ex, left;
+        orow[r] = out_index(&gm, r * w, &ex, &left);
+    }
 #pragma omp parallel for schedule(static) if (big)
     for (long plane = 0; plane < (long)bs * c; plane++) {
         const long b = plane / c, o = plane % c;
@@ -165,13 +173,19 @@ static void embed(const float *g, float *buf, int bs, int c, int merged, long le
             memset(bp, 0, sizeof(float) * (size_t)lead);
         bp += lead;
         for (long r = 0; r < rows; r++, bp += w) {
-            long ex, left;
-            const long idx = out_index(&gm, r * w, &ex, &left);
-            const long cnt = idx < 0 ? 0 : ow;
-            memcpy(bp, gp + (idx < 0 ? 0 : idx), sizeof(float) * (size_t)cnt);
-            memset(bp + cnt, 0, sizeof(float) * (size_t)(w - cnt));
+            const long cnt = orow[r] < 0 ? 0 : ow;
+            if (cnt >= VW)
+                for (long i = 0; i < cnt; i += VW) {
+                    const long k = i + VW <= cnt ? i : cnt - VW;
+                    storeu(bp + k, loadu(gp + orow[r] + k));
+                }
+            else
+                for (long i = 0; i < cnt; i++) bp[i] = gp[orow[r] + i];
+            for (long i = cnt; i < w; i++) bp[i] = 0.0f;
         }
     }
+    free(orow);
+    return 0;
 }
 
 /* One register block of corr_fwd: tmp[j][i] = sum_{c,t} wq[c*nk+tap[t]][j] * xb[c][i + toffs[t]]
@@ -612,8 +626,9 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
         s1 = malloc(sizeof(float) * (size_t)((merged ? 1 : bs) * ic * stride));
         s2 = malloc(sizeof(float) * (size_t)(ic * oc * nk));  /* w as (oc, ic, nk) */
         wpack = malloc(sizeof(float) * (size_t)((oc + OBW) * ic * nk));
-        if ((ok = s1 && s2 && wpack)) {
-            embed(a, s1, (int)bs, (int)ic, (int)merged, last, stride, nd, dims, odims);
+        ok = s1 && s2 && wpack &&
+             embed(a, s1, (int)bs, (int)ic, (int)merged, last, stride, nd, dims, odims) == 0;
+        if (ok) {
             for (long o = 0; o < ic; o++)
                 for (long c = 0; c < oc; c++)
                     memcpy(s2 + (c * ic + o) * nk, b + (o * oc + c) * nk,
@@ -634,8 +649,9 @@ int conv(const long *plan, const float *a, const float *b, const float *bias, fl
         break;
     }
     case GRAD_WEIGHTS_POS:
-        if ((ok = (s1 = malloc(sizeof(float) * (size_t)(bs * oc * P))) != NULL)) {
-            embed(b, s1, (int)bs, (int)oc, 0, 0, P, nd, dims, odims);
+        ok = (s1 = malloc(sizeof(float) * (size_t)(bs * oc * P))) != NULL &&
+             embed(b, s1, (int)bs, (int)oc, 0, 0, P, nd, dims, odims) == 0;
+        if (ok) {
             corr_gradw_pos(a, s1, out, (int)bs, (int)ic, (int)oc, P, nk, offs);
         }
         break;
