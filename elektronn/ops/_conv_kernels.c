@@ -342,7 +342,7 @@ static void corr_fwd(const float *x, const float *w, const float *bias, int relu
 #define GRADW_NQ(ov) ((ov) <= 2 ? 12 : (ov) == 3 ? 8 : 6)
 #else         /* 16 vector registers: ov * nq sums, ov loads and a broadcast */
 #define GRADW_OV 3
-#define GRADW_NQ(ov) ((ov) == 1 ? 12 : (ov) == 2 ? 6 : (ov) == 3 ? 4 : 3)
+#define GRADW_NQ(ov) ((ov) == 1 ? 12 : (ov) == 2 ? 6 : 4)
 #endif
 #define GRADW_NQ_MAX 12
 #ifndef GRADW_CHUNK_BYTES
@@ -467,9 +467,13 @@ static void corr_gradw(const float *x, const float *g, float *gw, float *acc, in
                 case 3: gradw_block(2, GRADW_NQ(2) / 2, nreal, xq, tb, ocp, len, a); break;
                 case 4: gradw_block(2, GRADW_NQ(2), nreal, xq, tb, ocp, len, a); break;
                 case 5: gradw_block(3, GRADW_NQ(3) / 2, nreal, xq, tb, ocp, len, a); break;
+#if GRADW_OV == 4
                 case 6: gradw_block(3, GRADW_NQ(3), nreal, xq, tb, ocp, len, a); break;
                 case 7: gradw_block(4, GRADW_NQ(4) / 2, nreal, xq, tb, ocp, len, a); break;
                 default: gradw_block(4, GRADW_NQ(4), nreal, xq, tb, ocp, len, a); break;
+#else
+                default: gradw_block(3, GRADW_NQ(3), nreal, xq, tb, ocp, len, a); break;
+#endif
                 }
             }
         }
