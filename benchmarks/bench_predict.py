@@ -9,16 +9,19 @@ would predict about 1.7x slower: each of its (3, 96, 96) outputs needs a (7, 126
 PyTorch: the dense equivalent network (stride-1 pooling, later convolutions dilated by the
 accumulated stride) applied to the whole volume under ``torch.no_grad`` (softmax included);
 both give a (2, 170, 170, 36) map.  The same volume is also predicted with the net built for
-the training patch (7, 127, 127).  ``predictDense`` predicts with a twin of either net (MFP
-everywhere, a larger tile: :mod:`elektronn.net.prednet`), built within the timed call::
+the training patch (7, 127, 127).  ``predictDense`` may predict with a twin of either net (MFP
+everywhere, a larger tile: :mod:`elektronn.net.prednet`), which its first call on the volume
+builds::
 
     python benchmarks/bench_predict.py [--quick] [--repeats N] [--scale S] [--json PATH]
 
 Each elektronn measurement runs in a fresh process (one per volume size): the net is compiled
-and warmed up on a one-patch volume, the peak-RSS mark is reset (``/proc/self/clear_refs``;
-``ru_maxrss`` where that is impossible), the volume is predicted once while ``tracemalloc``
-follows the allocations, and the process reports the time, the peak RSS growth and the
-tracemalloc peak.  The second size is ``--scale`` (default 8) times the voxels (2x per axis
+and warmed up on a one-patch volume, the volume is predicted once (timed apart as
+``first_call_s``: it builds the twin and touches fresh memory), the peak-RSS mark is reset
+(``/proc/self/clear_refs``; ``ru_maxrss`` where that is impossible), the volume is predicted
+again while ``tracemalloc`` follows the allocations, and the process reports that call's time,
+the peak RSS growth and the tracemalloc peak (PyTorch's time is likewise the median of calls
+after a first one).  The second size is ``--scale`` (default 8) times the voxels (2x per axis
 for 8): predictDense's memory is bounded by its tile, so each peak should exceed the output by
 at most the tile's memory budget (``elektronn.defaults.PREDICT_TWIN_BYTES``), whatever the
 volume size.  The check uses the tracemalloc peaks (what was allocated):
@@ -58,13 +61,17 @@ def scaled(volume, scale):
 
 
 def worker(patch, volume):
-    """In a fresh process: compile, warm up, predict ``volume`` once; return the record."""
+    """In a fresh process: compile, warm up, predict ``volume`` twice; return the record of the
+    second call (and the time of the first, which builds predictDense's twin)."""
     t0 = time.perf_counter()
     cnn = _nets.neuro_elektronn(patch, mfp=True)
     warm = np.zeros((1, *(int(s) for s in np.array(cnn.patch_size)[[1, 2, 0]])), np.float32)
     cnn.predictDense(warm, show_progress=False)
     compile_s = time.perf_counter() - t0
     raw = np.random.default_rng(0).random(volume, dtype=np.float32)
+    t0 = time.perf_counter()
+    cnn.predictDense(raw, show_progress=False)
+    first_s = time.perf_counter() - t0
     exact = _common.peak_rss_reset()
     rss0 = _common.rss_kib("VmRSS")
     maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -84,6 +91,7 @@ def worker(patch, volume):
         "output": list(out.shape),
         "voxels": int(np.prod(out.shape[1:])),
         "seconds": seconds,
+        "first_call_s": first_s,
         "compile_and_warmup_s": compile_s,
         "input_mb": raw.nbytes / MB,
         "output_mb": out.nbytes / MB,
@@ -143,6 +151,9 @@ def format_table(result):
             label = "  (7x127²)" if who == "elektronn_train_patch" else who
             lines.append(f"{label:<10}{str(tuple(r['output'])):>22}{r['seconds']:>10.2f}"
                          f"{r['mvox_s']:>9.3f}{r['gflops']:>9.1f}{r['pct_peak']:>8.1f}")
+    lines.append("first call on the volume (builds predictDense's twin): "
+                 f"{result['elektronn']['first_call_s']:.2f} s, with the training patch "
+                 f"{result['elektronn_train_patch']['first_call_s']:.2f} s")
     if "ratio" in result:
         lines.append(f"ratio (elektronn MVox/s / torch MVox/s): {result['ratio']:.2f}, with the "
                      f"training patch {result['ratio_train_patch']:.2f}")
@@ -191,8 +202,10 @@ def main(argv=None):
         "memory": memory,
     }
     result["elektronn"]["compile_and_warmup_s"] = memory[0]["compile_and_warmup_s"]
+    result["elektronn"]["first_call_s"] = memory[0]["first_call_s"]
     result["elektronn_train_patch"] = dict(speed(at_train["seconds"], at_train["output"]),
-                                           input_zxy=at_train["input_zxy"])
+                                           input_zxy=at_train["input_zxy"],
+                                           first_call_s=at_train["first_call_s"])
     if torch is not None:
         seconds, shape = run_torch(torch, volume, repeats)
         result["torch"] = speed(seconds, shape)

@@ -85,7 +85,7 @@ from pathlib import Path
 
 __all__ = [
     "MODES", "floatX", "configure", "restore", "settings", "environ", "get_mode", "set_mode",
-    "mode", "mode_name", "check_mode", "keep_freed_memory",
+    "mode", "mode_name", "check_mode", "keep_freed_memory", "HEAP_ARRAY_BYTES",
 ]
 
 logger = logging.getLogger("elektronn")
@@ -106,7 +106,11 @@ ENVIRONMENT = {
 _mode_name = None
 _saved = None  # what configure() changed: {setting: previous value}; None when not configured
 
-_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
+HEAP_ARRAY_BYTES = 32 << 20
+"""The largest array :func:`keep_freed_memory` lets glibc serve from reused heap memory (its
+largest allowed mmap threshold); larger ones are mapped fresh, a page fault per 4 kB, whenever
+they are allocated."""
+_MMAP_THRESHOLD = HEAP_ARRAY_BYTES
 _TRIM_THRESHOLD = 1 << 30
 _GLIBC_DEFAULT_THRESHOLD = 128 << 10  # glibc's initial mmap and trim thresholds
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -33,7 +33,7 @@ from collections import OrderedDict
 
 from pytensor.graph.basic import Variable
 
-from elektronn import defaults
+from elektronn import backend, defaults
 
 __all__ = ["Architecture", "twin_for"]
 
@@ -111,13 +111,32 @@ class Architecture:
             ch = nof
         return mac, peak
 
+    def largest(self, size):
+        """Floats of the largest array of a forward pass of the all-MFP net on ``size``: a
+        layer's convolution output, all fragments."""
+        size, frags, out = list(size), 1, 0
+        for ks, ps, nof in zip(self.kernels, self.pools, self.filters, strict=True):
+            conv = [s - k + 1 for s, k in zip(size, ks)]
+            out = max(out, frags * nof * math.prod(conv))
+            size, frags = [(c - p + 1) // p for c, p in zip(conv, ps)], frags * math.prod(ps)
+        return out
+
+    def fits(self, n, max_bytes):
+        """Whether the all-MFP net with ``n`` outputs per fragment needs at most ``max_bytes``
+        for a forward pass, with no array larger than
+        :data:`~elektronn.backend.HEAP_ARRAY_BYTES` (larger ones cost page faults at every
+        pass: measured 25 % slower)."""
+        size = self.input_size(n)
+        return (4 * self.forward(size, [True] * len(self.kernels))[1] <= max_bytes
+                and 4 * self.largest(size) <= backend.HEAP_ARRAY_BYTES)
+
     def choose(self, start, n_pred, max_bytes):
         """Outputs per fragment of the twin that predicts ``n_pred`` outputs with least work.
 
-        The candidates split each axis into ``t`` tiles of equal size (``t`` from 1 up to the
-        tiles of the trained net's ``start`` outputs, on a roughly geometric grid); the one
-        with the fewest multiply-adds for the whole image wins among those whose forward
-        pass fits ``max_bytes`` (estimated).
+        The candidates split each axis into ``t`` tiles of equal size (``t`` from 1 up to twice
+        the tiles of the trained net's ``start`` outputs, on a roughly geometric grid); the one
+        with the fewest multiply-adds for the whole image wins among those that fit
+        ``max_bytes`` (:meth:`fits`).
 
         Parameters
         ----------
@@ -140,8 +159,8 @@ class Architecture:
             axes.append(sorted({-(-p // (t * s)) for t in counts}))
         best = None
         for n in itertools.product(*axes):
-            mac, peak = self.forward(self.input_size(n), mfp)
-            if 4 * peak <= max_bytes:
+            if self.fits(n, max_bytes):
+                mac = self.forward(self.input_size(n), mfp)[0]
                 tiles = math.prod(-(-p // (k * s)) for p, k, s in zip(n_pred, n, self.strides))
                 if best is None or tiles * mac < best[0]:
                     best = (tiles * mac, n)
@@ -253,8 +272,7 @@ def twin_for(cnn, tiles, passes, n_pred):
     seen = cnn.__dict__.setdefault("_prediction_seen", set())
     with _BUILD_LOCK:
         # a kept twin that is nearly as good (e.g. for the smaller blocks at a volume's edge)
-        fits = [k for k in twins if 4 * arch.forward(arch.input_size(k), [True] * len(mfp))[1]
-                <= defaults.PREDICT_TWIN_BYTES]
+        fits = [k for k in twins if arch.fits(k, defaults.PREDICT_TWIN_BYTES)]
         kept = min(fits, key=work, default=None)
         if n not in twins and kept is not None and work(kept) <= 1.25 * work(n):
             n = kept
