@@ -62,8 +62,10 @@ class Architecture:
     (17, 17)
     >>> arch.strides
     (2, 2)
-    >>> mac, floats = arch.forward((17, 17), [True, False])
+    >>> mac, peak, largest = arch.forward((17, 17), [True, False])
     >>> mac == 4 * 9 * 15 * 15 + 2 * 4 * 9 * 4 * 5 * 5
+    True
+    >>> largest == 4 * 15 * 15
     True
     """
 
@@ -74,6 +76,7 @@ class Architecture:
         self.channels = int(channels)
         self.strides = tuple(math.prod(p[a] for p in self.pools)
                              for a in range(len(self.kernels[0])))
+        self._passes = {}  # outputs per fragment -> forward() of the all-MFP net
 
     @classmethod
     def of(cls, cnn):
@@ -92,51 +95,56 @@ class Architecture:
         return tuple(size)
 
     def forward(self, size, mfp):
-        """``(multiply-adds, peak floats)`` of one forward pass on an input of ``size``.
+        """``(multiply-adds, peak floats, largest array floats)`` of one forward pass on an
+        input of ``size``.
 
         The peak is twice a layer's input and two convolution outputs (the result and the
         activation or pooling applied to it), the largest over the layers: measured peaks
-        (``tracemalloc``) are 1.8-2.2 times the latter, with the copies of layout changes.
+        (``tracemalloc``) are 1.8-2.2 times the latter, with the copies of layout changes.  The
+        largest array is a layer's convolution output, all fragments.
         """
-        size, frags, ch, mac, peak = list(size), 1, self.channels, 0, 0
+        size, frags, ch, mac, peak, largest = list(size), 1, self.channels, 0, 0, 0
         for ks, ps, nof, m in zip(self.kernels, self.pools, self.filters, mfp, strict=True):
             conv = [s - k + 1 for s, k in zip(size, ks)]
             out = frags * nof * math.prod(conv)
             mac += out * ch * math.prod(ks)
             peak = max(peak, 2 * (frags * ch * math.prod(size) + 2 * out))
+            largest = max(largest, out)
             if m:
                 size, frags = [(c - p + 1) // p for c, p in zip(conv, ps)], frags * math.prod(ps)
             else:
                 size = [c // p for c, p in zip(conv, ps)]
             ch = nof
-        return mac, peak
+        return mac, peak, largest
 
-    def largest(self, size):
-        """Floats of the largest array of a forward pass of the all-MFP net on ``size``: a
-        layer's convolution output, all fragments."""
-        size, frags, out = list(size), 1, 0
-        for ks, ps, nof in zip(self.kernels, self.pools, self.filters, strict=True):
-            conv = [s - k + 1 for s, k in zip(size, ks)]
-            out = max(out, frags * nof * math.prod(conv))
-            size, frags = [(c - p + 1) // p for c, p in zip(conv, ps)], frags * math.prod(ps)
-        return out
+    def _pass(self, n):
+        """:meth:`forward` of the all-MFP net with ``n`` outputs per fragment (kept)."""
+        if n not in self._passes:
+            self._passes[n] = self.forward(self.input_size(n), [True] * len(self.kernels))
+        return self._passes[n]
 
     def fits(self, n, max_bytes):
         """Whether the all-MFP net with ``n`` outputs per fragment needs at most ``max_bytes``
         for a forward pass, with no array larger than
         :data:`~elektronn.backend.HEAP_ARRAY_BYTES` (larger ones cost page faults at every
         pass: measured 25 % slower)."""
-        size = self.input_size(n)
-        return (4 * self.forward(size, [True] * len(self.kernels))[1] <= max_bytes
-                and 4 * self.largest(size) <= backend.HEAP_ARRAY_BYTES)
+        _, peak, largest = self._pass(n)
+        return 4 * peak <= max_bytes and 4 * largest <= backend.HEAP_ARRAY_BYTES
+
+    def work(self, n, n_pred):
+        """Multiply-adds of predicting ``n_pred`` outputs per axis with the all-MFP net of
+        ``n`` outputs per fragment (whole tiles)."""
+        tiles = math.prod(-(-p // (k * s)) for p, k, s in zip(n_pred, n, self.strides,
+                                                            strict=True))
+        return tiles * self._pass(n)[0]
 
     def choose(self, start, n_pred, max_bytes):
         """Outputs per fragment of the twin that predicts ``n_pred`` outputs with least work.
 
         The candidates split each axis into ``t`` tiles of equal size (``t`` from 1 up to twice
         the tiles of the trained net's ``start`` outputs, on a roughly geometric grid); the one
-        with the fewest multiply-adds for the whole image wins among those that fit
-        ``max_bytes`` (:meth:`fits`).
+        with the fewest multiply-adds for the whole image (:meth:`work`) wins among those that
+        fit ``max_bytes`` (:meth:`fits`).
 
         Parameters
         ----------
@@ -151,20 +159,13 @@ class Architecture:
         tuple of int or None
             None when no candidate fits.
         """
-        mfp = [True] * len(self.kernels)
         axes = []
         for p, k, s in zip(n_pred, start, self.strides, strict=True):
             most = 2 * -(-p // (k * s))  # twice the tiles of the trained net's size
             counts = sorted({min(most, max(1, round(1.25**i))) for i in range(64)})
             axes.append(sorted({-(-p // (t * s)) for t in counts}))
-        best = None
-        for n in itertools.product(*axes):
-            if self.fits(n, max_bytes):
-                mac = self.forward(self.input_size(n), mfp)[0]
-                tiles = math.prod(-(-p // (k * s)) for p, k, s in zip(n_pred, n, self.strides))
-                if best is None or tiles * mac < best[0]:
-                    best = (tiles * mac, n)
-        return None if best is None else best[1]
+        fitting = [n for n in itertools.product(*axes) if self.fits(n, max_bytes)]
+        return min(fitting, key=lambda n: self.work(n, n_pred), default=None)
 
 
 def _replayable(cnn):
@@ -256,25 +257,21 @@ def twin_for(cnn, tiles, passes, n_pred):
     mfp = [bool(lay.use_fragment_pooling) for lay in cnn.layers]
     n_frag = tuple(int(o) // math.prod(p[a] for p, m in zip(arch.pools, mfp, strict=True) if m)
                    for a, o in enumerate(cnn.output_shape[2:]))
-    n = arch.choose(n_frag, tuple(int(p) for p in n_pred), defaults.PREDICT_TWIN_BYTES)
+    n_pred = tuple(int(p) for p in n_pred)
+    n = arch.choose(n_frag, n_pred, defaults.PREDICT_TWIN_BYTES)
     if n is None:
         return None
     direct = tiles * passes * arch.forward(tuple(int(s) for s in cnn.patch_size), mfp)[0]
-
-    def work(n):  # multiply-adds of the twin with n outputs per fragment
-        return math.prod(-(-int(p) // (k * s)) for p, k, s in
-                         zip(n_pred, n, arch.strides, strict=True)) * \
-            arch.forward(arch.input_size(n), [True] * len(mfp))[0]
-
-    if work(n) > 0.8 * direct:
+    if arch.work(n, n_pred) > 0.8 * direct:
         return None
     twins = cnn.__dict__.setdefault("_prediction_twins", OrderedDict())
     seen = cnn.__dict__.setdefault("_prediction_seen", set())
     with _BUILD_LOCK:
         # a kept twin that is nearly as good (e.g. for the smaller blocks at a volume's edge)
         fits = [k for k in twins if arch.fits(k, defaults.PREDICT_TWIN_BYTES)]
-        kept = min(fits, key=work, default=None)
-        if n not in twins and kept is not None and work(kept) <= 1.25 * work(n):
+        kept = min(fits, key=lambda k: arch.work(k, n_pred), default=None)
+        if n not in twins and kept is not None and \
+                arch.work(kept, n_pred) <= 1.25 * arch.work(n, n_pred):
             n = kept
         twin = twins.get(n)
         if twin is None:
@@ -288,7 +285,8 @@ def twin_for(cnn, tiles, passes, n_pred):
                 twin = _build(cnn, recipe, arch.input_size(n))
             logger.info("predictDense: built a twin of the net with input %s and MFP in every "
                         "pooling layer (%.2f s): %.2g multiply-adds instead of %.2g",
-                        arch.input_size(n), time.perf_counter() - t0, work(n), direct)
+                        arch.input_size(n), time.perf_counter() - t0, arch.work(n, n_pred),
+                        direct)
         twins[n] = twin
         twins.move_to_end(n)
         while len(twins) > defaults.PREDICT_TWIN_KEEP:
