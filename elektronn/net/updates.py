@@ -26,6 +26,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from elektronn.defaults import NET_OPTIMIZER_DEFAULTS
+from elektronn.ops.updates import RPROP_CONSTANTS
 
 __all__ = [
     "sgd_updates",
@@ -46,6 +47,7 @@ RPROP_STEP_BOUNDS = (1e-7, 2e-3)
 _ONE = np.float32(1)
 _ZERO = np.float32(0)
 _ADAM, _RPROP = NET_OPTIMIZER_DEFAULTS["Adam"], NET_OPTIMIZER_DEFAULTS["RPROP"]
+_SIGN_CHANGE, _SAME_SIGN, _OFFSET = RPROP_CONSTANTS
 
 
 def _f32(value):
@@ -146,10 +148,9 @@ def rprop_updates(params, grads, last_grads, step_sizes, penalty=_RPROP["penalty
     updates = OrderedDict()
     for param, grad, last_grad, eta in zip(params, grads, last_grads, step_sizes, strict=True):
         same_sign = last_grad * grad
-        factor = (_ONE - pen * (same_sign < np.float32(-1e-9))
-                  + gn * (same_sign > np.float32(1e-11)))
+        factor = (_ONE - pen * (same_sign < _SIGN_CHANGE) + gn * (same_sign > _SAME_SIGN))
         updates[eta] = pt.clip(eta * factor, low, high)
-        updates[param] = param - eta * grad / (pt.abs(grad) + np.float32(1e-6)) - wd * param
+        updates[param] = param - eta * grad / (pt.abs(grad) + _OFFSET) - wd * param
         updates[last_grad] = grad
     return updates
 

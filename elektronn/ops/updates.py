@@ -46,7 +46,7 @@ from pytensor.tensor.type import TensorType
 
 from elektronn.ops import _kernels, numpy_kernels
 
-__all__ = ["FusedUpdate", "fused_updates", "apply_update", "RULES"]
+__all__ = ["FusedUpdate", "fused_updates", "apply_update", "RULES", "RPROP_CONSTANTS"]
 
 RULES = {
     "sgd": (1, ("learning_rate", "momentum", "weight_decay")),
@@ -60,10 +60,11 @@ RPROP the last gradients and the step sizes."""
 _ONE = np.float32(1)
 _GATHER_MAX = 1 << 16
 """Gradients of up to this many elements in all are gathered into one buffer for the C kernel
-(see :class:`_KernelArgs`)."""
-# RPROP's thresholds of the gradient sign product and the denominator's offset, as in
-# elektronn.net.updates.rprop_updates
-_RPROP_CONSTANTS = (np.float32(-1e-9), np.float32(1e-11), np.float32(1e-6))
+(see :class:`_KernelStep`)."""
+RPROP_CONSTANTS = (np.float32(-1e-9), np.float32(1e-11), np.float32(1e-6))
+"""ELEKTRONN 1.0's RPROP constants: a product of the last and the new gradient below the first
+is a sign change, above the second the same sign; the third is added to ``|g|`` in the step's
+denominator.  :func:`elektronn.net.updates.rprop_updates` uses them too."""
 
 
 class FusedUpdate(Op):
@@ -251,7 +252,7 @@ def _scalars(rule, hyperparameters, t):
         return [float(h) for h in hyperparameters], None
     hyper = [np.float32(h) for h in hyperparameters]
     if rule == "rprop":
-        return [*hyper, *_RPROP_CONSTANTS], None
+        return [*hyper, *RPROP_CONSTANTS], None
     lr, b1, b2, eps = hyper
     new_t = t + _ONE
     step = lr * np.sqrt(_ONE - b2 ** new_t) / (_ONE - b1 ** new_t)
